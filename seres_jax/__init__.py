@@ -1,0 +1,26 @@
+"""seres_jax: Flax linen SE-ResNets that compute the same function as ``seres_torch``.
+
+Modules take NHWC inputs; see ``seres_jax.layers`` for the layout, padding, naming,
+initialisation and BatchNorm conventions, and ``seres_jax.convert`` for moving weights to and
+from PyTorch. Importing this package never imports torch.
+"""
+
+from .blocks import SEResBlockPostAct, SEResBlockPreAct, make_stage
+from .convert import ConversionError, flax_to_state_dict, flax_to_torch, torch_to_flax
+from .layers import BatchNorm, ConvBNAct, SEBlock, count_params
+from .models import SEResNetTiny
+
+__all__ = [
+    "BatchNorm",
+    "ConversionError",
+    "ConvBNAct",
+    "SEBlock",
+    "SEResBlockPostAct",
+    "SEResBlockPreAct",
+    "SEResNetTiny",
+    "count_params",
+    "flax_to_state_dict",
+    "flax_to_torch",
+    "make_stage",
+    "torch_to_flax",
+]

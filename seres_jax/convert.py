@@ -1,0 +1,365 @@
+"""Weight conversion between PyTorch ``state_dict`` keys and Flax variables, both directions.
+
+One naming rule maps every PyTorch key to exactly one Flax path and back; nothing is guessed
+from substrings.
+
+**Module path.** A PyTorch key is ``<module path>.<leaf>``. Each module-path component becomes
+one Flax module name, except that an integer component ``i`` (a member of an ``nn.Sequential``
+or ``nn.ModuleList``) is joined to the component before it as ``<prev>_<i>``: ``stage1.0.se.fc.2``
+↔ ``stage1_0/se/fc_2``. This is how Flax names the members of a list assigned in ``setup``
+(see ``seres_jax.layers``). Going back, a Flax name ending in ``_<digits>`` groups is split at
+them. The rule is a bijection as long as no PyTorch attribute name itself ends in
+``_<digits>`` and no key starts with an index; keys that break it are rejected, by name.
+
+**Leaves.**
+
+==========================  =================================  ===============================
+PyTorch                     Flax                               layout
+==========================  =================================  ===============================
+``weight`` (ndim ≥ 3)       ``params/…/kernel``                ``(O, I, *k)`` ↔ ``(*k, I, O)``
+``weight`` (ndim 2)         ``params/…/kernel``                ``(out, in)`` ↔ ``(in, out)``
+``weight`` (ndim 1)         ``params/…/scale``                 BatchNorm γ, unchanged
+``bias``                    ``params/…/bias``                  unchanged
+``running_mean``            ``batch_stats/…/mean``             unchanged
+``running_var``             ``batch_stats/…/var``              unchanged
+``num_batches_tracked``     ``batch_stats/…/num_batches_tracked``  int64 ↔ int32
+==========================  =================================  ===============================
+
+Values are copied, never shared with the source, and keep their dtype (float16, bfloat16,
+float32 and float64 round-trip bit for bit); ``num_batches_tracked`` is stored as int32 in Flax,
+where 64-bit integers are off by default, and must fit in it.
+
+``torch_to_flax`` takes torch tensors or numpy arrays (e.g. from ``safetensors.numpy``), so it
+runs without torch; its result holds numpy arrays, which ``Module.apply`` and ``jax.device_put``
+accept. ``flax_to_state_dict`` is the torch-free reverse, ``flax_to_torch`` wraps it in tensors.
+With a template, conversion is strict: every missing, unexpected and mis-shaped or mis-typed
+entry is listed in one ``ConversionError`` and nothing is returned.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from flax.core import unfreeze
+from flax.traverse_util import flatten_dict
+
+if TYPE_CHECKING:
+    import torch
+
+FlaxPath = tuple[str, ...]
+
+# PyTorch leaf name -> (Flax collection, Flax leaf name), for every leaf except `weight`,
+# whose Flax name depends on its rank (see the module docstring).
+_LEAVES = {
+    "bias": ("params", "bias"),
+    "running_mean": ("batch_stats", "mean"),
+    "running_var": ("batch_stats", "var"),
+    "num_batches_tracked": ("batch_stats", "num_batches_tracked"),
+}
+_FLAX_LEAVES = {flax: torch for torch, flax in _LEAVES.items()}
+# PyTorch's order of a module's entries, used to order keys when there is no template.
+_TORCH_LEAF_ORDER = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+_RANK = {"bias": 1, "running_mean": 1, "running_var": 1, "num_batches_tracked": 0}
+_INDEXED = re.compile(r"^(.*?)((?:_\d+)+)$")
+_FLOAT_KINDS = "f"
+_INT32 = np.iinfo(np.int32)
+
+
+class ConversionError(ValueError):
+    """A checkpoint does not map onto the model; ``problems`` lists every offending entry."""
+
+    def __init__(self, problems: Iterable[str], context: str = "conversion") -> None:
+        self.problems = list(problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(f"{context} failed with {len(self.problems)} problem(s):\n{lines}")
+
+
+class _Unmappable(Exception):
+    pass
+
+
+# --------------------------------------------------------------------------- naming rule
+
+
+def torch_key_to_flax_path(key: str, ndim: int) -> FlaxPath:
+    """The Flax path ``(collection, *modules, leaf)`` of PyTorch key ``key`` of rank ``ndim``."""
+    *modules, leaf = key.split(".")
+    if not modules:
+        raise _Unmappable("a key needs a module path before its leaf name")
+    if leaf == "weight":
+        if ndim == 0:
+            raise _Unmappable("a weight cannot be a scalar")
+        collection, flax_leaf = "params", ("scale" if ndim == 1 else "kernel")
+    elif leaf in _LEAVES:
+        collection, flax_leaf = _LEAVES[leaf]
+    else:
+        raise _Unmappable(f"unknown leaf {leaf!r}; expected one of {_TORCH_LEAF_ORDER}")
+    names: list[str] = []
+    for part in modules:
+        if part.isdigit():
+            if not names:
+                raise _Unmappable("a key cannot start with a sequence index")
+            names[-1] = f"{names[-1]}_{part}"
+        elif not part or _INDEXED.match(part):
+            raise _Unmappable(f"module name {part!r} is empty or ends in _<digits>, which the "
+                              "naming rule reserves for sequence members")
+        else:
+            names.append(part)
+    return (collection, *names, flax_leaf)
+
+
+def flax_path_to_torch_key(path: FlaxPath, ndim: int) -> str:
+    """The PyTorch key of Flax path ``(collection, *modules, leaf)``; inverse of the above."""
+    if len(path) < 3:
+        raise _Unmappable("a path needs a collection, a module and a leaf")
+    collection, *modules, leaf = path
+    if collection == "params" and leaf in ("kernel", "scale"):
+        if (leaf == "scale") != (ndim == 1) or ndim == 0:
+            raise _Unmappable(f"a {leaf!r} of rank {ndim} has no PyTorch counterpart")
+        torch_leaf = "weight"
+    elif (collection, leaf) in _FLAX_LEAVES:
+        torch_leaf = _FLAX_LEAVES[(collection, leaf)]
+    else:
+        raise _Unmappable(f"no PyTorch counterpart for leaf {leaf!r} in collection {collection!r}")
+    parts: list[str] = []
+    for name in modules:
+        match = _INDEXED.match(name)
+        if match:
+            parts.append(match.group(1))
+            parts.extend(match.group(2)[1:].split("_"))
+        else:
+            parts.append(name)
+    return ".".join([*parts, torch_leaf])
+
+
+def _to_flax_layout(leaf: str, value: np.ndarray) -> np.ndarray:
+    if leaf == "kernel":
+        axes = (*range(2, value.ndim), 1, 0) if value.ndim >= 3 else (1, 0)
+        value = value.transpose(axes)
+    elif leaf == "num_batches_tracked":
+        value = value.astype(np.int32)
+    return np.array(value, order="C", copy=True)
+
+
+def _to_torch_layout(leaf: str, value: np.ndarray) -> np.ndarray:
+    if leaf == "kernel":
+        n = value.ndim
+        axes = (n - 1, n - 2, *range(n - 2)) if n >= 3 else (1, 0)
+        value = value.transpose(axes)
+    elif leaf == "num_batches_tracked":
+        value = value.astype(np.int64)
+    return np.array(value, order="C", copy=True)
+
+
+# --------------------------------------------------------------------------- values
+
+
+def _is_torch_tensor(value: Any) -> bool:
+    # Without torch imported nothing can be a tensor: this check never imports torch itself.
+    torch_mod = sys.modules.get("torch")
+    return torch_mod is not None and isinstance(value, torch_mod.Tensor)
+
+
+def _to_numpy(value: Any) -> np.ndarray:
+    """A host numpy view of a torch tensor, numpy array or jax array; anything else is refused."""
+    if _is_torch_tensor(value):
+        tensor = value.detach().cpu()
+        if str(tensor.dtype) == "torch.bfloat16":
+            # numpy has no bfloat16 of its own: reinterpret the bits as ml_dtypes' bfloat16.
+            import ml_dtypes
+
+            return tensor.view(sys.modules["torch"].int16).numpy().view(ml_dtypes.bfloat16)
+        return tensor.numpy()
+    if isinstance(value, np.ndarray | np.generic) or hasattr(value, "__array_namespace__"):
+        return np.asarray(value)
+    raise _Unmappable(f"value of type {type(value).__name__} is not an array")
+
+
+def _check_value(leaf: str, value: np.ndarray) -> None:
+    """Refuse values no layer could hold (object arrays, wrong ranks, integer weights)."""
+    if leaf in _RANK and value.ndim != _RANK[leaf]:
+        raise _Unmappable(f"{leaf} must have rank {_RANK[leaf]}, got shape {value.shape}")
+    if leaf == "num_batches_tracked":
+        if value.dtype.kind not in "iu":
+            raise _Unmappable(f"num_batches_tracked must be an integer, got {value.dtype}")
+        if not _INT32.min <= int(value) <= _INT32.max:
+            raise _Unmappable(f"num_batches_tracked={int(value)} does not fit in int32")
+    elif value.dtype.kind != _FLOAT_KINDS and value.dtype.name != "bfloat16":
+        raise _Unmappable(f"expected a floating-point array, got dtype {value.dtype}")
+
+
+def _dtype_name(dtype: Any) -> str:
+    # torch dtypes print as "torch.float32"; numpy and jax dtypes as "float32".
+    return str(dtype).removeprefix("torch.")
+
+
+def _describe(shape: Iterable[int], dtype: Any) -> str:
+    return f"{tuple(shape)} {_dtype_name(dtype)}"
+
+
+def _compare(
+    converted: Mapping[Any, np.ndarray],
+    expected: Mapping[Any, Any],
+    name: Any,
+) -> list[str]:
+    """Every missing, unexpected and mismatched entry of ``converted`` against ``expected``."""
+    problems = [
+        f"missing: {name(k)} (model expects {_describe(v.shape, v.dtype)})"
+        for k, v in expected.items()
+        if k not in converted
+    ]
+    problems += [
+        f"unexpected: {name(k)} {_describe(v.shape, v.dtype)}"
+        for k, v in converted.items()
+        if k not in expected
+    ]
+    for k, v in converted.items():
+        want = expected.get(k)
+        if want is None:
+            continue
+        if tuple(v.shape) != tuple(want.shape):
+            problems.append(
+                f"shape mismatch: {name(k)} is {tuple(v.shape)}, model expects {tuple(want.shape)}"
+            )
+        elif _dtype_name(v.dtype) != _dtype_name(want.dtype):
+            problems.append(
+                f"dtype mismatch: {name(k)} is {_dtype_name(v.dtype)}, "
+                f"model expects {_dtype_name(want.dtype)}"
+            )
+    return problems
+
+
+def _unflatten(flat: Mapping[FlaxPath, Any]) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
+    for path, value in flat.items():
+        node = tree
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = value
+    return tree
+
+
+def _flax_name(path: FlaxPath) -> str:
+    return "/".join(path)
+
+
+# --------------------------------------------------------------------------- torch -> flax
+
+
+def torch_to_flax(state_dict: Mapping[str, Any], template: Any = None) -> dict[str, Any]:
+    """Convert a PyTorch ``state_dict`` to Flax variables ``{"params": ..., "batch_stats": ...}``.
+
+    ``state_dict`` maps keys to torch tensors or numpy arrays. ``template`` (optional) is the
+    model's Flax variables or their abstract shapes (``jax.eval_shape(model.init, ...)``);
+    with it, the checkpoint must match it exactly, in names, shapes and dtypes. Collections
+    with no entries are left out. Raises ``ConversionError`` listing every problem.
+    """
+    problems: list[str] = []
+    flat: dict[FlaxPath, np.ndarray] = {}
+    source: dict[FlaxPath, str] = {}
+    for key, value in state_dict.items():
+        try:
+            if not isinstance(key, str):
+                raise _Unmappable("keys must be strings")
+            array = _to_numpy(value)
+            path = torch_key_to_flax_path(key, array.ndim)
+            _check_value(path[-1], array)
+            if path in source:
+                raise _Unmappable(f"maps to {_flax_name(path)}, as {source[path]!r} does")
+        except _Unmappable as err:
+            problems.append(f"{key!r}: {err}")
+            continue
+        source[path] = key
+        flat[path] = _to_flax_layout(path[-1], array)
+
+    if template is not None:
+        expected = flatten_dict(unfreeze(template))
+
+        def name(path: FlaxPath) -> str:
+            torch_key = source.get(path)
+            if torch_key is None:
+                shape = getattr(expected.get(path), "shape", ())
+                try:
+                    torch_key = flax_path_to_torch_key(path, len(shape))
+                except _Unmappable:
+                    return _flax_name(path)
+            return f"{torch_key!r} -> {_flax_name(path)}"
+
+        problems += _compare(flat, expected, name)
+        if not problems:
+            flat = {path: flat[path] for path in expected}
+    if problems:
+        raise ConversionError(problems, "torch_to_flax")
+    return _unflatten(flat)
+
+
+# --------------------------------------------------------------------------- flax -> torch
+
+
+def _template_state_dict(template: Any) -> Mapping[str, Any]:
+    state_dict = template.state_dict() if hasattr(template, "state_dict") else template
+    if not isinstance(state_dict, Mapping):
+        raise TypeError("template must be a torch module or a state_dict-like mapping")
+    return state_dict
+
+
+def flax_to_state_dict(variables: Mapping[str, Any], template: Any = None) -> dict[str, np.ndarray]:
+    """Flax variables -> a PyTorch-keyed dict of numpy arrays, in PyTorch layout (no torch needed).
+
+    ``template`` (optional) is a torch module or a ``state_dict`` (any mapping whose values have
+    ``shape`` and ``dtype``); with it the result must match it exactly and follows its key order.
+    Without one, keys come module by module in the variables' order, each module's entries in
+    PyTorch's order (weight, bias, running_mean, running_var, num_batches_tracked).
+    """
+    problems: list[str] = []
+    by_module: dict[str, dict[str, np.ndarray]] = {}
+    origin: dict[str, FlaxPath] = {}
+    for path, value in flatten_dict(unfreeze(dict(variables))).items():
+        try:
+            array = _to_numpy(value)
+            key = flax_path_to_torch_key(path, array.ndim)
+            _check_value(key.rsplit(".", 1)[-1], array)
+        except _Unmappable as err:
+            problems.append(f"{_flax_name(path)}: {err}")
+            continue
+        if key in origin:
+            problems.append(f"{_flax_name(path)}: maps to {key!r}, as {_flax_name(origin[key])} does")
+            continue
+        origin[key] = path
+        module, leaf = key.rsplit(".", 1)
+        by_module.setdefault(module, {})[leaf] = _to_torch_layout(path[-1], array)
+
+    flat = {
+        f"{module}.{leaf}": leaves[leaf]
+        for module, leaves in by_module.items()
+        for leaf in _TORCH_LEAF_ORDER
+        if leaf in leaves
+    }
+    if template is not None:
+        expected = _template_state_dict(template)
+
+        def name(key: str) -> str:
+            return f"{_flax_name(origin[key])} -> {key!r}" if key in origin else repr(key)
+
+        problems += _compare(flat, expected, name)
+        if not problems:
+            flat = {key: flat[key] for key in expected}
+    if problems:
+        raise ConversionError(problems, "flax_to_torch")
+    return flat
+
+
+def flax_to_torch(variables: Mapping[str, Any], template: Any = None) -> dict[str, torch.Tensor]:
+    """Flax variables -> a PyTorch ``state_dict`` (CPU tensors); see ``flax_to_state_dict``."""
+    import torch
+
+    def tensor(array: np.ndarray) -> torch.Tensor:
+        if array.dtype.name == "bfloat16":
+            return torch.from_numpy(array.view(np.int16)).view(torch.bfloat16)
+        return torch.from_numpy(array)
+
+    return {k: tensor(v) for k, v in flax_to_state_dict(variables, template).items()}

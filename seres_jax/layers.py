@@ -1,0 +1,198 @@
+"""Flax layers mirroring ``seres_torch.layers``, plus the conventions every seres_jax module follows.
+
+Conventions (documented here, once):
+
+* **Layout.** Activations are NHWC; conv kernels are HWIO (PyTorch: NCHW activations, OIHW
+  kernels). ``seres_jax.convert`` owns the kernel transposition.
+* **Padding.** Convolutions take explicit symmetric padding ``((p, p), (p, p))``, exactly like
+  PyTorch's ``padding=p``. ``"SAME"`` is never used: for a stride-2 convolution on an even input
+  it pads ``(0, 1)`` instead of ``(1, 1)`` and shifts every output pixel.
+* **Names.** A submodule's Flax name is the PyTorch attribute name; a member ``i`` of a PyTorch
+  ``nn.Sequential`` (or list) ``seq`` is the Flax name ``seq_i``. Modules hold such members in a
+  list assigned in ``setup`` (Flax names list members ``attr_i``), activations included, so the
+  indices line up with PyTorch's (``fc_0``, ``fc_2``).
+* **Initialisation.** PyTorch's defaults, so a run started in JAX is the run PyTorch would start:
+  conv/linear weights and biases ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))`` (kaiming-uniform with
+  ``a=sqrt(5)``), BatchNorm scale 1, bias 0, running mean 0, running variance 1.
+* **Precision.** ``dtype`` is the compute dtype (``None``: from the inputs) and ``param_dtype``
+  the storage dtype of parameters; BatchNorm statistics are always computed and kept in float32.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Dtype = Any
+Initializer = Callable[..., jax.Array]
+ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {"silu": nn.silu, "relu": nn.relu}
+
+
+def make_activation(act: str) -> Callable[[jax.Array], jax.Array]:
+    """The activation function named ``act`` (``"silu"`` or ``"relu"``)."""
+    try:
+        return ACTIVATIONS[act]
+    except KeyError:
+        raise ValueError(f"unknown activation {act!r}; expected one of {tuple(ACTIVATIONS)}") from None
+
+
+def torch_uniform(fan_in: int) -> Initializer:
+    """PyTorch's default weight *and* bias initialiser for conv and linear layers."""
+    bound = 1.0 / math.sqrt(fan_in)
+
+    def init(key: jax.Array, shape: tuple[int, ...], dtype: Dtype = jnp.float32) -> jax.Array:
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
+
+
+def conv2d(
+    cin: int,
+    cout: int,
+    k: int,
+    stride: int = 1,
+    padding: int = 0,
+    use_bias: bool = False,
+    *,
+    dtype: Dtype = None,
+    param_dtype: Dtype = jnp.float32,
+    name: str | None = None,
+) -> nn.Conv:
+    """An ``nn.Conv`` configured as ``torch.nn.Conv2d(cin, cout, k, stride, padding, bias)``."""
+    init = torch_uniform(cin * k * k)
+    return nn.Conv(
+        cout,
+        (k, k),
+        strides=(stride, stride),
+        padding=((padding, padding), (padding, padding)),
+        use_bias=use_bias,
+        kernel_init=init,
+        bias_init=init,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        name=name,
+    )
+
+
+def global_avg_pool(x: jax.Array) -> jax.Array:
+    """``AdaptiveAvgPool2d(1)`` on NHWC, keeping the spatial dims; accumulates in float32."""
+    return jnp.mean(x, axis=(1, 2), keepdims=True, dtype=jnp.float32).astype(x.dtype)
+
+
+class BatchNorm(nn.Module):
+    """BatchNorm with ``torch.nn.BatchNorm2d``'s semantics, on the last (channel) axis.
+
+    ``flax.linen.BatchNorm`` differs from PyTorch in two ways, both fixed here:
+
+    * its ``momentum`` is the weight of the *old* statistic (PyTorch's 0.1 is Flax's 0.9);
+      ``momentum`` here is PyTorch's: ``running = (1 - momentum) * running + momentum * batch``;
+    * it updates the running variance with the *biased* batch variance; PyTorch normalises with
+      the biased variance but stores the *unbiased* one (times ``n / (n - 1)``), which is what
+      this module does.
+
+    Train mode also counts ``num_batches_tracked`` as PyTorch does, so a model trained in JAX
+    exports a complete PyTorch checkpoint. Running statistics are not touched during ``init``.
+    Under ``jit`` with a batch-sharded input, the means are global-batch means (XLA inserts the
+    cross-device reductions), i.e. PyTorch's ``SyncBatchNorm``.
+    """
+
+    momentum: float = 0.1
+    epsilon: float = 1e-5
+    dtype: Dtype = None
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        features = x.shape[-1]
+        scale = self.param("scale", nn.initializers.ones, (features,), self.param_dtype)
+        bias = self.param("bias", nn.initializers.zeros, (features,), self.param_dtype)
+        ra_mean = self.variable("batch_stats", "mean", jnp.zeros, (features,), jnp.float32)
+        ra_var = self.variable("batch_stats", "var", jnp.ones, (features,), jnp.float32)
+        count = self.variable("batch_stats", "num_batches_tracked", jnp.zeros, (), jnp.int32)
+
+        if train:
+            reduce_axes = tuple(range(x.ndim - 1))
+            n = math.prod(x.shape[:-1])
+            if n < 2:
+                # PyTorch raises here too: the unbiased variance of one value is undefined.
+                raise ValueError(
+                    f"BatchNorm in train mode needs more than 1 value per channel, got input "
+                    f"shape {x.shape}"
+                )
+            xf = x.astype(jnp.float32)
+            mean = jnp.mean(xf, axis=reduce_axes)
+            var = jnp.mean(jnp.square(xf - mean), axis=reduce_axes)
+            if not self.is_initializing():
+                m = self.momentum
+                ra_mean.value = (1.0 - m) * ra_mean.value + m * mean
+                ra_var.value = (1.0 - m) * ra_var.value + m * var * (n / (n - 1))
+                count.value = count.value + 1
+        else:
+            mean, var = ra_mean.value, ra_var.value
+
+        dtype = self.dtype or jnp.result_type(x, self.param_dtype)
+        # Centre before scaling (not x * mul + shift): no cancellation when |mean| >> std.
+        mul = scale.astype(jnp.float32) * jax.lax.rsqrt(var + self.epsilon)
+        y = (x.astype(jnp.float32) - mean) * mul + bias.astype(jnp.float32)
+        return y.astype(dtype)
+
+
+class SEBlock(nn.Module):
+    """Squeeze-and-excitation (mirror of ``seres_torch.SEBlock``); params ``fc_0``, ``fc_2``."""
+
+    channels: int
+    reduction: int = 16
+    min_hidden: int = 4
+    dtype: Dtype = None
+    param_dtype: Dtype = jnp.float32
+
+    def setup(self) -> None:
+        hidden = max(self.min_hidden, self.channels // self.reduction)
+        conv = dict(k=1, use_bias=True, dtype=self.dtype, param_dtype=self.param_dtype)
+        self.fc = [
+            conv2d(self.channels, hidden, **conv),
+            nn.silu,
+            conv2d(hidden, self.channels, **conv),
+            nn.sigmoid,
+        ]
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        w = global_avg_pool(x)
+        for layer in self.fc:
+            w = layer(w)
+        return x * w.astype(x.dtype)
+
+
+class ConvBNAct(nn.Module):
+    """``k×k`` conv (no bias) → BatchNorm → activation; mirror of ``seres_torch.ConvBNAct``."""
+
+    cin: int
+    cout: int
+    k: int = 3
+    s: int = 1
+    p: int = 1
+    act: str = "silu"
+    dtype: Dtype = None
+    param_dtype: Dtype = jnp.float32
+
+    def setup(self) -> None:
+        self.conv = conv2d(
+            self.cin, self.cout, self.k, self.s, self.p,
+            dtype=self.dtype, param_dtype=self.param_dtype,
+        )  # fmt: skip
+        self.bn = BatchNorm(dtype=self.dtype, param_dtype=self.param_dtype)
+        self.activation = make_activation(self.act)
+
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        return self.activation(self.bn(self.conv(x), train))
+
+
+def count_params(variables: Any) -> int:
+    """Number of trainable parameters (the ``params`` collection), as ``seres_torch.count_params``."""
+    params = variables.get("params", variables) if hasattr(variables, "get") else variables
+    return sum(int(math.prod(leaf.shape)) for leaf in jax.tree_util.tree_leaves(params))

@@ -1,0 +1,18 @@
+"""seres_torch: the PyTorch reference SE-ResNets, checkpoint-compatible with the notebook.
+
+Layout is PyTorch's NCHW. This package never imports ``seres_jax``.
+"""
+
+from .blocks import SEResBlockPostAct, SEResBlockPreAct, make_stage
+from .layers import ConvBNAct, SEBlock, count_params
+from .models import SEResNetTiny
+
+__all__ = [
+    "ConvBNAct",
+    "SEBlock",
+    "SEResBlockPostAct",
+    "SEResBlockPreAct",
+    "SEResNetTiny",
+    "count_params",
+    "make_stage",
+]

@@ -1,0 +1,65 @@
+"""PyTorch layers of the reference design: squeeze-and-excitation and conv → BN → activation.
+
+These are the notebook's definitions (``../shared/seed/se_residual_notebook.txt``) with PEP 8 names.
+Attribute names and registration order are part of the checkpoint format: they fix the
+``state_dict`` keys (``fc.0.weight``, ``conv.weight``, ``bn.running_mean``, ...), so a checkpoint
+saved from the notebook's classes loads here with ``strict=True``. Do not rename or reorder them.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+ACTIVATIONS = ("silu", "relu")
+
+
+def count_params(module: nn.Module) -> int:
+    """Trainable parameters, counted as the notebook does (buffers excluded)."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+def make_activation(act: str) -> nn.Module:
+    """The notebook's in-place activations, by name."""
+    if act == "silu":
+        return nn.SiLU(inplace=True)
+    if act == "relu":
+        return nn.ReLU(inplace=True)
+    raise ValueError(f"unknown activation {act!r}; expected one of {ACTIVATIONS}")
+
+
+class SEBlock(nn.Module):
+    """Squeeze-and-excitation: global average pool, a two-layer 1×1-conv MLP, sigmoid gate.
+
+    The hidden width is ``max(min_hidden, channels // reduction)``; the MLP is an
+    ``nn.Sequential`` so its keys are ``fc.0.*`` and ``fc.2.*`` (the activations hold no weights).
+    """
+
+    def __init__(self, channels: int, reduction: int = 16, min_hidden: int = 4) -> None:
+        super().__init__()
+        hidden = max(min_hidden, channels // reduction)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Sequential(
+            nn.Conv2d(channels, hidden, 1, bias=True),
+            nn.SiLU(inplace=True),
+            nn.Conv2d(hidden, channels, 1, bias=True),
+            nn.Sigmoid(),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.fc(self.pool(x))
+
+
+class ConvBNAct(nn.Module):
+    """``k×k`` convolution (no bias, stride ``s``, padding ``p``) → BatchNorm → activation."""
+
+    def __init__(
+        self, cin: int, cout: int, k: int = 3, s: int = 1, p: int = 1, act: str = "silu"
+    ) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, k, stride=s, padding=p, bias=False)
+        self.bn = nn.BatchNorm2d(cout)
+        self.act = make_activation(act)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.bn(self.conv(x)))
