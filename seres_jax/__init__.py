@@ -12,8 +12,8 @@ from .models import SEResNetTiny
 
 __all__ = [
     "BatchNorm",
-    "ConversionError",
     "ConvBNAct",
+    "ConversionError",
     "SEBlock",
     "SEResBlockPostAct",
     "SEResBlockPreAct",

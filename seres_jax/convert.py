@@ -78,7 +78,7 @@ class ConversionError(ValueError):
         super().__init__(f"{context} failed with {len(self.problems)} problem(s):\n{lines}")
 
 
-class _Unmappable(Exception):
+class _UnmappableError(Exception):
     pass
 
 
@@ -89,24 +89,26 @@ def torch_key_to_flax_path(key: str, ndim: int) -> FlaxPath:
     """The Flax path ``(collection, *modules, leaf)`` of PyTorch key ``key`` of rank ``ndim``."""
     *modules, leaf = key.split(".")
     if not modules:
-        raise _Unmappable("a key needs a module path before its leaf name")
+        raise _UnmappableError("a key needs a module path before its leaf name")
     if leaf == "weight":
         if ndim == 0:
-            raise _Unmappable("a weight cannot be a scalar")
+            raise _UnmappableError("a weight cannot be a scalar")
         collection, flax_leaf = "params", ("scale" if ndim == 1 else "kernel")
     elif leaf in _LEAVES:
         collection, flax_leaf = _LEAVES[leaf]
     else:
-        raise _Unmappable(f"unknown leaf {leaf!r}; expected one of {_TORCH_LEAF_ORDER}")
+        raise _UnmappableError(f"unknown leaf {leaf!r}; expected one of {_TORCH_LEAF_ORDER}")
     names: list[str] = []
     for part in modules:
         if part.isdigit():
             if not names:
-                raise _Unmappable("a key cannot start with a sequence index")
+                raise _UnmappableError("a key cannot start with a sequence index")
             names[-1] = f"{names[-1]}_{part}"
         elif not part or _INDEXED.match(part):
-            raise _Unmappable(f"module name {part!r} is empty or ends in _<digits>, which the "
-                              "naming rule reserves for sequence members")
+            raise _UnmappableError(
+                f"module name {part!r} is empty or ends in _<digits>, which the "
+                "naming rule reserves for sequence members"
+            )
         else:
             names.append(part)
     return (collection, *names, flax_leaf)
@@ -115,16 +117,18 @@ def torch_key_to_flax_path(key: str, ndim: int) -> FlaxPath:
 def flax_path_to_torch_key(path: FlaxPath, ndim: int) -> str:
     """The PyTorch key of Flax path ``(collection, *modules, leaf)``; inverse of the above."""
     if len(path) < 3:
-        raise _Unmappable("a path needs a collection, a module and a leaf")
+        raise _UnmappableError("a path needs a collection, a module and a leaf")
     collection, *modules, leaf = path
     if collection == "params" and leaf in ("kernel", "scale"):
         if (leaf == "scale") != (ndim == 1) or ndim == 0:
-            raise _Unmappable(f"a {leaf!r} of rank {ndim} has no PyTorch counterpart")
+            raise _UnmappableError(f"a {leaf!r} of rank {ndim} has no PyTorch counterpart")
         torch_leaf = "weight"
     elif (collection, leaf) in _FLAX_LEAVES:
         torch_leaf = _FLAX_LEAVES[(collection, leaf)]
     else:
-        raise _Unmappable(f"no PyTorch counterpart for leaf {leaf!r} in collection {collection!r}")
+        raise _UnmappableError(
+            f"no PyTorch counterpart for leaf {leaf!r} in collection {collection!r}"
+        )
     parts: list[str] = []
     for name in modules:
         match = _INDEXED.match(name)
@@ -176,20 +180,20 @@ def _to_numpy(value: Any) -> np.ndarray:
         return tensor.numpy()
     if isinstance(value, np.ndarray | np.generic) or hasattr(value, "__array_namespace__"):
         return np.asarray(value)
-    raise _Unmappable(f"value of type {type(value).__name__} is not an array")
+    raise _UnmappableError(f"value of type {type(value).__name__} is not an array")
 
 
 def _check_value(leaf: str, value: np.ndarray) -> None:
     """Refuse values no layer could hold (object arrays, wrong ranks, integer weights)."""
     if leaf in _RANK and value.ndim != _RANK[leaf]:
-        raise _Unmappable(f"{leaf} must have rank {_RANK[leaf]}, got shape {value.shape}")
+        raise _UnmappableError(f"{leaf} must have rank {_RANK[leaf]}, got shape {value.shape}")
     if leaf == "num_batches_tracked":
         if value.dtype.kind not in "iu":
-            raise _Unmappable(f"num_batches_tracked must be an integer, got {value.dtype}")
+            raise _UnmappableError(f"num_batches_tracked must be an integer, got {value.dtype}")
         if not _INT32.min <= int(value) <= _INT32.max:
-            raise _Unmappable(f"num_batches_tracked={int(value)} does not fit in int32")
+            raise _UnmappableError(f"num_batches_tracked={int(value)} does not fit in int32")
     elif value.dtype.kind != _FLOAT_KINDS and value.dtype.name != "bfloat16":
-        raise _Unmappable(f"expected a floating-point array, got dtype {value.dtype}")
+        raise _UnmappableError(f"expected a floating-point array, got dtype {value.dtype}")
 
 
 def _dtype_name(dtype: Any) -> str:
@@ -264,13 +268,13 @@ def torch_to_flax(state_dict: Mapping[str, Any], template: Any = None) -> dict[s
     for key, value in state_dict.items():
         try:
             if not isinstance(key, str):
-                raise _Unmappable("keys must be strings")
+                raise _UnmappableError("keys must be strings")
             array = _to_numpy(value)
             path = torch_key_to_flax_path(key, array.ndim)
             _check_value(path[-1], array)
             if path in source:
-                raise _Unmappable(f"maps to {_flax_name(path)}, as {source[path]!r} does")
-        except _Unmappable as err:
+                raise _UnmappableError(f"maps to {_flax_name(path)}, as {source[path]!r} does")
+        except _UnmappableError as err:
             problems.append(f"{key!r}: {err}")
             continue
         source[path] = key
@@ -285,7 +289,7 @@ def torch_to_flax(state_dict: Mapping[str, Any], template: Any = None) -> dict[s
                 shape = getattr(expected.get(path), "shape", ())
                 try:
                     torch_key = flax_path_to_torch_key(path, len(shape))
-                except _Unmappable:
+                except _UnmappableError:
                     return _flax_name(path)
             return f"{torch_key!r} -> {_flax_name(path)}"
 
@@ -323,11 +327,13 @@ def flax_to_state_dict(variables: Mapping[str, Any], template: Any = None) -> di
             array = _to_numpy(value)
             key = flax_path_to_torch_key(path, array.ndim)
             _check_value(key.rsplit(".", 1)[-1], array)
-        except _Unmappable as err:
+        except _UnmappableError as err:
             problems.append(f"{_flax_name(path)}: {err}")
             continue
         if key in origin:
-            problems.append(f"{_flax_name(path)}: maps to {key!r}, as {_flax_name(origin[key])} does")
+            problems.append(
+                f"{_flax_name(path)}: maps to {key!r}, as {_flax_name(origin[key])} does"
+            )
             continue
         origin[key] = path
         module, leaf = key.rsplit(".", 1)

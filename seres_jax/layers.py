@@ -1,4 +1,4 @@
-"""Flax layers mirroring ``seres_torch.layers``, plus the conventions every seres_jax module follows.
+"""Flax layers mirroring ``seres_torch.layers``, and the conventions all of seres_jax follows.
 
 Conventions (documented here, once):
 
@@ -38,7 +38,9 @@ def make_activation(act: str) -> Callable[[jax.Array], jax.Array]:
     try:
         return ACTIVATIONS[act]
     except KeyError:
-        raise ValueError(f"unknown activation {act!r}; expected one of {tuple(ACTIVATIONS)}") from None
+        raise ValueError(
+            f"unknown activation {act!r}; expected one of {tuple(ACTIVATIONS)}"
+        ) from None
 
 
 def torch_uniform(fan_in: int) -> Initializer:
@@ -193,6 +195,6 @@ class ConvBNAct(nn.Module):
 
 
 def count_params(variables: Any) -> int:
-    """Number of trainable parameters (the ``params`` collection), as ``seres_torch.count_params``."""
+    """Trainable parameters (the ``params`` collection), counted as ``seres_torch.count_params``."""
     params = variables.get("params", variables) if hasattr(variables, "get") else variables
     return sum(int(math.prod(leaf.shape)) for leaf in jax.tree_util.tree_leaves(params))

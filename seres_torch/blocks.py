@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F  # noqa: N812
+import torch.nn.functional as F
 from torch import nn
 
 from .layers import ConvBNAct, SEBlock
@@ -83,7 +83,7 @@ def make_stage(
     reduction: int,
     **block_kwargs: Any,
 ) -> nn.Sequential:
-    """``n_blocks`` blocks; the first changes channels/stride, the rest keep ``cout`` at stride 1."""
+    """``n_blocks`` blocks: the first changes channels and stride, the rest keep ``cout``."""
     layers = [block_cls(cin, cout, stride=first_stride, reduction=reduction, **block_kwargs)]
     layers += [
         block_cls(cout, cout, stride=1, reduction=reduction, **block_kwargs)

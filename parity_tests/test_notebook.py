@@ -1,0 +1,166 @@
+"""seres_torch and seres_jax against the reference notebook's own classes.
+
+Checkpoint compatibility (same keys, order, shapes; ``strict=True`` loading; same function)
+and the notebook's printed parameter counts, which are the acceptance figures.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import pytest
+import torch
+
+import seres_jax as sj
+import seres_torch as st
+from seres_jax.parity import compare_modules
+
+from .helpers import assert_parity, nchw_input, randomize_batchnorm
+from .notebook import FIXTURE, SHARED, run_notebook
+
+
+@pytest.fixture(scope="module")
+def nb():
+    return run_notebook()
+
+
+def _pairs(nb):
+    """(notebook module, seres_torch module, seres_jax module, NCHW input shape)."""
+    ns = nb.namespace
+    return {
+        "SEBlock(64)": (ns["SEBlock"](64), st.SEBlock(64), sj.SEBlock(64), (2, 64, 5, 5)),
+        "SEBlock(12,r3,min5)": (
+            ns["SEBlock"](12, 3, 5),
+            st.SEBlock(12, 3, 5),
+            sj.SEBlock(12, 3, 5),
+            (1, 12, 3, 4),
+        ),
+        "ConvBNAct(relu,k1s2p0)": (
+            ns["ConvBNAct"](8, 16, k=1, s=2, p=0, act="relu"),
+            st.ConvBNAct(8, 16, k=1, s=2, p=0, act="relu"),
+            sj.ConvBNAct(8, 16, k=1, s=2, p=0, act="relu"),
+            (2, 8, 9, 7),
+        ),
+        "ConvBNAct(5x5,s2)": (
+            ns["ConvBNAct"](3, 8, k=5, s=2, p=2),
+            st.ConvBNAct(3, 8, k=5, s=2, p=2),
+            sj.ConvBNAct(3, 8, k=5, s=2, p=2),
+            (2, 3, 13, 11),
+        ),
+        "PostAct(32,32)": (
+            ns["SEResBlock_PostAct"](32, 32),
+            st.SEResBlockPostAct(32, 32),
+            sj.SEResBlockPostAct(32, 32),
+            (2, 32, 9, 9),
+        ),
+        "PostAct(32,64,s2)": (
+            ns["SEResBlock_PostAct"](32, 64, stride=2),
+            st.SEResBlockPostAct(32, 64, stride=2),
+            sj.SEResBlockPostAct(32, 64, stride=2),
+            (2, 32, 15, 15),
+        ),
+        "PreAct(32,32)": (
+            ns["SEResBlock_PreAct"](32, 32),
+            st.SEResBlockPreAct(32, 32),
+            sj.SEResBlockPreAct(32, 32),
+            (2, 32, 9, 9),
+        ),
+        "PreAct(32,64,s2)": (
+            ns["SEResBlock_PreAct"](32, 64, stride=2),
+            st.SEResBlockPreAct(32, 64, stride=2),
+            sj.SEResBlockPreAct(32, 64, stride=2),
+            (2, 32, 17, 13),
+        ),
+        "Tiny(post)": (ns["SEResNetTiny"](), st.SEResNetTiny(), sj.SEResNetTiny(), (2, 3, 17, 13)),
+        "Tiny(pre,in1,b8,n1,r4,k7)": (
+            ns["SEResNetTiny"](in_ch=1, num_classes=7, base=8, n=1, reduction=4, preact=True),
+            st.SEResNetTiny(in_ch=1, num_classes=7, base=8, n=1, reduction=4, preact=True),
+            sj.SEResNetTiny(in_ch=1, num_classes=7, base=8, n=1, reduction=4, preact=True),
+            (3, 1, 15, 15),
+        ),
+    }
+
+
+PAIR_NAMES = [
+    "SEBlock(64)", "SEBlock(12,r3,min5)", "ConvBNAct(relu,k1s2p0)", "ConvBNAct(5x5,s2)",
+    "PostAct(32,32)", "PostAct(32,64,s2)", "PreAct(32,32)", "PreAct(32,64,s2)", "Tiny(post)",
+    "Tiny(pre,in1,b8,n1,r4,k7)",
+]  # fmt: skip
+
+
+def test_notebook_runs_and_prints_its_recorded_outputs(nb):
+    printed = "\n".join(line.strip() for line in nb.printed.splitlines() if line.strip())
+    assert printed == nb.expected_output
+
+
+@pytest.mark.skipif(not SHARED.exists(), reason="../shared/seed is not beside this checkout")
+def test_fixture_copy_is_the_shared_notebook():
+    assert FIXTURE.read_bytes() == SHARED.read_bytes()
+
+
+def test_parameter_counts_are_the_notebooks(nb):
+    ns = nb.namespace
+    expected = {  # printed by the notebook
+        "SEBlock(64)": (ns["SEBlock"](64), st.SEBlock(64), sj.SEBlock(64), 580),
+        "PostAct s1": (
+            ns["SEResBlock_PostAct"](32, 32), st.SEResBlockPostAct(32, 32),
+            sj.SEResBlockPostAct(32, 32), 18_852,
+        ),
+        "PostAct s2": (
+            ns["SEResBlock_PostAct"](32, 64, stride=2), st.SEResBlockPostAct(32, 64, stride=2),
+            sj.SEResBlockPostAct(32, 64, stride=2), 58_308,
+        ),
+        "PreAct s1": (
+            ns["SEResBlock_PreAct"](32, 32), st.SEResBlockPreAct(32, 32),
+            sj.SEResBlockPreAct(32, 32), 18_852,
+        ),
+        "PreAct s2": (
+            ns["SEResBlock_PreAct"](32, 64, stride=2), st.SEResBlockPreAct(32, 64, stride=2),
+            sj.SEResBlockPreAct(32, 64, stride=2), 58_116,
+        ),
+        "Tiny post": (ns["SEResNetTiny"](), st.SEResNetTiny(), sj.SEResNetTiny(), 702_986),
+        "Tiny pre": (
+            ns["SEResNetTiny"](preact=True), st.SEResNetTiny(preact=True),
+            sj.SEResNetTiny(preact=True), 702_410,
+        ),
+    }  # fmt: skip
+    for name, (ref, tm, fm, count) in expected.items():
+        assert ns["count_params"](ref) == count, name
+        assert st.count_params(tm) == count, name
+        in_ch = 3 if name.startswith("Tiny") else 32 if "Act" in name else 64
+        shapes = jax.eval_shape(fm.init, jax.random.key(0), jnp.zeros((1, 8, 8, in_ch)))
+        assert sj.count_params(shapes) == count, name
+
+
+@pytest.mark.parametrize("name", PAIR_NAMES)
+def test_state_dict_keys_order_and_shapes_match(nb, name):
+    ref, tm, _, _ = _pairs(nb)[name]
+    ref_sd, sd = ref.state_dict(), tm.state_dict()
+    assert list(sd) == list(ref_sd)
+    assert [tuple(v.shape) for v in sd.values()] == [tuple(v.shape) for v in ref_sd.values()]
+
+
+@pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
+@pytest.mark.parametrize("name", PAIR_NAMES)
+def test_notebook_checkpoint_loads_strict_and_computes_the_same(nb, name, train):
+    ref, tm, _, shape = _pairs(nb)[name]
+    randomize_batchnorm(ref, seed=3)
+    tm.load_state_dict(ref.state_dict(), strict=True)
+    x = torch.from_numpy(nchw_input(shape, seed=5))
+    ref.train(train)
+    tm.train(train)
+    torch.testing.assert_close(tm(x.clone()), ref(x.clone()), rtol=0, atol=0)
+    for key, value in ref.state_dict().items():
+        torch.testing.assert_close(tm.state_dict()[key], value, rtol=0, atol=0, msg=key)
+
+
+@pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
+@pytest.mark.parametrize("name", PAIR_NAMES)
+def test_notebook_checkpoint_runs_in_flax(nb, name, train, jax_device):
+    """A notebook state_dict, converted strictly, gives the notebook's outputs and gradients."""
+    ref, _, fm, shape = _pairs(nb)[name]
+    randomize_batchnorm(ref, seed=7)
+    x = nchw_input(shape, seed=11)
+    template = jax.eval_shape(fm.init, jax.random.key(0), jnp.zeros((1, *shape[2:], shape[1])))
+    sj.torch_to_flax(ref.state_dict(), template)  # strict: raises on any mismatch
+    assert_parity(compare_modules(ref, fm, x, train=train, device=jax_device))
