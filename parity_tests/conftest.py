@@ -27,6 +27,12 @@ def _platform_devices() -> list[jax.Device]:
     return list(devices.values())
 
 
+@pytest.fixture(autouse=True)
+def _seed_torch() -> None:
+    """Torch modules draw their initial weights from the global RNG: make each test's fixed."""
+    torch.manual_seed(0)
+
+
 @pytest.fixture(params=_platform_devices(), ids=lambda d: d.platform)
 def jax_device(request: pytest.FixtureRequest) -> jax.Device:
     """One device per JAX platform present (parity tests run on each)."""

@@ -42,7 +42,7 @@ def run_notebook(path: Path | None = None) -> Notebook:
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         for cell in code_cells(text):
-            exec(compile(cell, "se_residual_notebook", "exec"), namespace)  # noqa: S102
+            exec(compile(cell, "se_residual_notebook", "exec"), namespace)
     expected = "\n".join(
         line.strip() for line in text.splitlines() if re.match(r"^ *\S.* \| in \(|^ok \| out", line)
     )

@@ -271,7 +271,7 @@ def torch_to_flax(state_dict: Mapping[str, Any], template: Any = None) -> dict[s
                 raise _UnmappableError("keys must be strings")
             array = _to_numpy(value)
             path = torch_key_to_flax_path(key, array.ndim)
-            _check_value(path[-1], array)
+            _check_value(key.rsplit(".", 1)[-1], array)
             if path in source:
                 raise _UnmappableError(f"maps to {_flax_name(path)}, as {source[path]!r} does")
         except _UnmappableError as err:

@@ -15,7 +15,8 @@ Conventions (documented here, once):
   conv/linear weights and biases ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))`` (kaiming-uniform with
   ``a=sqrt(5)``), BatchNorm scale 1, bias 0, running mean 0, running variance 1.
 * **Precision.** ``dtype`` is the compute dtype (``None``: from the inputs) and ``param_dtype``
-  the storage dtype of parameters; BatchNorm statistics are always computed and kept in float32.
+  the storage dtype of parameters and running statistics; BatchNorm computes its statistics
+  and normalises in float32 whatever the compute dtype.
 """
 
 from __future__ import annotations
@@ -113,8 +114,10 @@ class BatchNorm(nn.Module):
         features = x.shape[-1]
         scale = self.param("scale", nn.initializers.ones, (features,), self.param_dtype)
         bias = self.param("bias", nn.initializers.zeros, (features,), self.param_dtype)
-        ra_mean = self.variable("batch_stats", "mean", jnp.zeros, (features,), jnp.float32)
-        ra_var = self.variable("batch_stats", "var", jnp.ones, (features,), jnp.float32)
+        # Stored in param_dtype, as PyTorch's buffers follow the module's dtype.
+        stat_dtype = self.param_dtype
+        ra_mean = self.variable("batch_stats", "mean", jnp.zeros, (features,), stat_dtype)
+        ra_var = self.variable("batch_stats", "var", jnp.ones, (features,), stat_dtype)
         count = self.variable("batch_stats", "num_batches_tracked", jnp.zeros, (), jnp.int32)
 
         if train:
@@ -131,11 +134,14 @@ class BatchNorm(nn.Module):
             var = jnp.mean(jnp.square(xf - mean), axis=reduce_axes)
             if not self.is_initializing():
                 m = self.momentum
-                ra_mean.value = (1.0 - m) * ra_mean.value + m * mean
-                ra_var.value = (1.0 - m) * ra_var.value + m * var * (n / (n - 1))
+                new_mean = (1.0 - m) * ra_mean.value.astype(jnp.float32) + m * mean
+                new_var = (1.0 - m) * ra_var.value.astype(jnp.float32) + m * var * (n / (n - 1))
+                ra_mean.value = new_mean.astype(stat_dtype)
+                ra_var.value = new_var.astype(stat_dtype)
                 count.value = count.value + 1
         else:
-            mean, var = ra_mean.value, ra_var.value
+            mean = ra_mean.value.astype(jnp.float32)
+            var = ra_var.value.astype(jnp.float32)
 
         dtype = self.dtype or jnp.result_type(x, self.param_dtype)
         # Centre before scaling (not x * mul + shift): no cancellation when |mean| >> std.

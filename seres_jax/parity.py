@@ -9,8 +9,12 @@ Tolerance policy. Errors are *relative to the reference's largest magnitude*,
 for values near zero. The reference is PyTorch float32 on the CPU with TF32 off; JAX runs with
 ``jax_default_matmul_precision="highest"``. Float32 PyTorch itself differs from float64 PyTorch
 by ~3e-7 (outputs) and ~3e-6 (gradients) on these models, so the float32 gates leave an order
-of magnitude of headroom: ``FP32_TOL``. bfloat16 compute (8-bit mantissa, float32 parameters
-and statistics) is checked against the same float32 reference with ``BF16_TOL``.
+of magnitude of headroom: ``FP32_TOL``. Train mode on very few values per channel (say batch 1
+at 2×2) is ill-conditioned: there float32 PyTorch itself strays ~1e-4 from float64 in the
+gradients, so such cases are checked in eval mode. bfloat16 compute (8-bit mantissa, float32
+parameters and statistics) is checked against the same float32 reference with ``BF16_TOL``:
+measured ~2e-2 (outputs), ~3e-2 (input gradients) and up to ~1.3e-1 for the gradient of a
+small SE bias, whose entries are sums of many rounded products that mostly cancel.
 
 This module imports torch lazily; the rest of ``seres_jax`` never does.
 """
@@ -45,7 +49,7 @@ class Tolerance:
 
 
 FP32_TOL = Tolerance(output=1e-5, input_grad=1e-4, param_grad=1e-4, running_stats=1e-5)
-BF16_TOL = Tolerance(output=5e-2, input_grad=1e-1, param_grad=1e-1, running_stats=5e-2)
+BF16_TOL = Tolerance(output=5e-2, input_grad=1e-1, param_grad=2.5e-1, running_stats=5e-2)
 
 
 def relative_error(actual: Any, reference: Any) -> float:
