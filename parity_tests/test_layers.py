@@ -52,7 +52,9 @@ def test_unknown_activation_is_rejected_in_both():
     with pytest.raises(ValueError, match="gelu"):
         st.ConvBNAct(3, 3, act="gelu")
     with pytest.raises(ValueError, match="gelu"):
-        jax.eval_shape(sj.ConvBNAct(3, 3, act="gelu").init, jax.random.key(0), jnp.ones((1, 4, 4, 3)))
+        jax.eval_shape(
+            sj.ConvBNAct(3, 3, act="gelu").init, jax.random.key(0), jnp.ones((1, 4, 4, 3))
+        )
 
 
 class _TorchBN(torch.nn.Module):
