@@ -22,9 +22,9 @@ from seres_jax.data import (
     random_crop_flip,
 )
 
-RECORD = 3073
-TRAIN_FILES = [f"data_batch_{i}.bin" for i in range(1, 6)]
-
+from .helpers import RECORD, TRAIN_FILES
+from .helpers import cifar_records as _records
+from .helpers import write_cifar10 as _write_cifar
 
 # ---------------------------------------------------------------- digits
 
@@ -97,28 +97,6 @@ def test_digits_rejects_bad_fraction():
 
 
 # ---------------------------------------------------------------- cifar10
-
-
-def _records(rng, count, labels=None):
-    """`count` CIFAR records as a (count, 3073) uint8 array."""
-    records = rng.integers(0, 256, (count, RECORD), dtype=np.uint8)
-    records[:, 0] = rng.integers(0, 10, count) if labels is None else labels
-    return records
-
-
-def _write_cifar(directory, train_records=7, test_records=5, seed=0):
-    """Writes a tiny binary CIFAR-10 tree; returns the records written per file."""
-    rng = np.random.default_rng(seed)
-    directory.mkdir(parents=True, exist_ok=True)
-    written = {}
-    for name in TRAIN_FILES:
-        written[name] = _records(rng, train_records)
-    written["test_batch.bin"] = _records(rng, test_records)
-    # A landmark: record 3 of data_batch_2, blue channel (2), row 5, col 7 -> 200.
-    written["data_batch_2.bin"][3, 1 + 2 * 1024 + 5 * 32 + 7] = 200
-    for name, records in written.items():
-        records.tofile(directory / name)
-    return written
 
 
 def _expected(records):

@@ -354,7 +354,8 @@ def prefetch_to_device(
 
     ``jax.device_put`` dispatches asynchronously, so queueing transfers ahead of the
     consumer lets host-side batching overlap with device compute. ``sharding=None``
-    places batches on the default device.
+    places batches on the default device; with a sharding, each array is this process's
+    part of a global array laid out by it (on a single host: the whole batch).
     """
     if size < 1:
         raise DataError(f"prefetch_to_device: size must be >= 1, got {size}")
@@ -368,9 +369,15 @@ def _prefetch(
 ) -> Iterator[tuple[jax.Array, ...]]:
     queue: collections.deque[tuple[jax.Array, ...]] = collections.deque()
 
+    def put(batch: tuple[np.ndarray, ...]) -> tuple[jax.Array, ...]:
+        if sharding is None:
+            return jax.device_put(batch)
+        # Each process holds its own slice of the global batch (all of it on one host).
+        return tuple(jax.make_array_from_process_local_data(sharding, a) for a in batch)
+
     def enqueue(count: int) -> None:
         for batch in itertools.islice(source, count):
-            queue.append(jax.device_put(batch, sharding))
+            queue.append(put(batch))
 
     enqueue(size)
     while queue:

@@ -276,8 +276,10 @@ def _scale_by_torch_adam(b1: float, b2: float, eps: float) -> optax.GradientTran
     """
 
     def init_fn(params: optax.Params) -> _AdamState:
-        zeros = jax.tree.map(jnp.zeros_like, params)
-        return _AdamState(jnp.zeros([], jnp.int32), zeros, zeros)
+        # Two separate trees: sharing one would make a donated state donate a buffer twice.
+        mu = jax.tree.map(jnp.zeros_like, params)
+        nu = jax.tree.map(jnp.zeros_like, params)
+        return _AdamState(jnp.zeros([], jnp.int32), mu, nu)
 
     def update_fn(
         updates: optax.Updates, state: _AdamState, params: optax.Params | None = None

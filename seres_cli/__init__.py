@@ -1,0 +1,1 @@
+"""seres_cli: the ``seres`` console script (``seres train``, ``seres demo``); see ``main``."""

@@ -1,0 +1,110 @@
+"""Named model configurations, shared by ``seres train --model`` and ``seres convert --arch``.
+
+An architecture string is a registered name, optionally followed by keyword overrides of the
+model's constructor arguments: ``seresnet_tiny``, ``seresnet_tiny_preact``,
+``seresnet_tiny:in_ch=1,base=16``. The same string builds the Flax model and its PyTorch twin
+(``seres_torch`` is imported only when the torch model is asked for).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import flax.linen as nn
+
+from .models import SEResNetTiny
+
+if TYPE_CHECKING:
+    import torch
+
+# Fields of a Flax module that are not constructor arguments of the PyTorch twin.
+_FLAX_ONLY = frozenset({"dtype", "param_dtype", "parent", "name"})
+
+
+class RegistryError(ValueError):
+    """An unknown architecture name or keyword, or a malformed architecture string."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registered architecture: the Flax class, the PyTorch class name, fixed arguments."""
+
+    flax_cls: type[nn.Module]
+    torch_cls: str
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+    def arguments(self) -> dict[str, Any]:
+        """Constructor arguments with their defaults (those the arch string may override)."""
+        return {
+            f.name: self.defaults.get(f.name, f.default)
+            for f in dataclasses.fields(self.flax_cls)
+            if f.init and f.name not in _FLAX_ONLY
+        }
+
+
+MODELS: dict[str, ModelSpec] = {
+    "seresnet_tiny": ModelSpec(
+        SEResNetTiny, "SEResNetTiny", {}, "the notebook's CIFAR-sized SE-ResNet, post-activation"
+    ),
+    "seresnet_tiny_preact": ModelSpec(
+        SEResNetTiny, "SEResNetTiny", {"preact": True}, "the same with pre-activation blocks"
+    ),
+}
+
+
+def _parse_value(text: str) -> Any:
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            continue
+    return text
+
+
+def parse_arch(arch: str) -> tuple[str, dict[str, Any]]:
+    """``"name:k=v,k=v"`` -> ``(name, {k: v})`` with ints, floats and booleans parsed."""
+    name, _, rest = arch.partition(":")
+    if name not in MODELS:
+        raise RegistryError(f"unknown architecture {name!r}; known: {', '.join(MODELS)}")
+    overrides: dict[str, Any] = {}
+    for item in filter(None, rest.split(",")):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise RegistryError(f"malformed override {item!r} in {arch!r}; expected key=value")
+        overrides[key.strip()] = _parse_value(value.strip())
+    return name, overrides
+
+
+def model_config(arch: str, **overrides: Any) -> tuple[ModelSpec, dict[str, Any]]:
+    """The spec and the full constructor arguments of ``arch``; ``overrides`` win over both
+    the registry's defaults and the arch string's keywords."""
+    name, from_string = parse_arch(arch)
+    spec = MODELS[name]
+    arguments = spec.arguments()
+    unknown = sorted((set(from_string) | set(overrides)) - set(arguments))
+    if unknown:
+        raise RegistryError(
+            f"{name} has no argument(s) {', '.join(unknown)}; valid: {', '.join(arguments)}"
+        )
+    return spec, {**arguments, **from_string, **overrides}
+
+
+def build_flax(arch: str, dtype: Any = None, **overrides: Any) -> nn.Module:
+    """The Flax model named by ``arch`` (compute ``dtype``: None means from the inputs)."""
+    spec, arguments = model_config(arch, **overrides)
+    return spec.flax_cls(**arguments, dtype=dtype)
+
+
+def build_torch(arch: str, **overrides: Any) -> torch.nn.Module:
+    """The ``seres_torch`` twin of ``build_flax(arch, **overrides)``."""
+    import seres_torch
+
+    spec, arguments = model_config(arch, **overrides)
+    return getattr(seres_torch, spec.torch_cls)(**arguments)
