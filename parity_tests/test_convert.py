@@ -241,7 +241,8 @@ def test_bfloat16_values_survive_torch_to_flax():
 
 def test_importing_seres_jax_does_not_import_torch():
     code = (
-        "import sys, seres_jax, seres_jax.convert, seres_jax.models;"
+        "import sys, seres_jax, seres_jax.convert, seres_jax.models, seres_jax.train;"
+        "import seres_jax.data, seres_jax.optim, seres_jax.registry, seres_jax.formats;"
         "import numpy as np;"
         "v = seres_jax.torch_to_flax({'fc.weight': np.zeros((2, 3), np.float32)});"
         "seres_jax.flax_to_state_dict(v);"

@@ -24,68 +24,40 @@ def nb():
     return run_notebook()
 
 
-def _pairs(nb):
+# name -> (notebook class, seres class, args, kwargs, NCHW input shape)
+PAIRS = {
+    "SEBlock(64)": ("SEBlock", "SEBlock", (64,), {}, (2, 64, 5, 5)),
+    "SEBlock(12,r3,min5)": ("SEBlock", "SEBlock", (12, 3, 5), {}, (1, 12, 3, 4)),
+    "ConvBNAct(relu,k1s2p0)": (
+        "ConvBNAct", "ConvBNAct", (8, 16), dict(k=1, s=2, p=0, act="relu"), (2, 8, 9, 7)
+    ),
+    "ConvBNAct(5x5,s2)": ("ConvBNAct", "ConvBNAct", (3, 8), dict(k=5, s=2, p=2), (2, 3, 13, 11)),
+    "PostAct(32,32)": ("SEResBlock_PostAct", "SEResBlockPostAct", (32, 32), {}, (2, 32, 9, 9)),
+    "PostAct(32,64,s2)": (
+        "SEResBlock_PostAct", "SEResBlockPostAct", (32, 64), dict(stride=2), (2, 32, 15, 15)
+    ),
+    "PreAct(32,32)": ("SEResBlock_PreAct", "SEResBlockPreAct", (32, 32), {}, (2, 32, 9, 9)),
+    "PreAct(32,64,s2)": (
+        "SEResBlock_PreAct", "SEResBlockPreAct", (32, 64), dict(stride=2), (2, 32, 17, 13)
+    ),
+    "Tiny(post)": ("SEResNetTiny", "SEResNetTiny", (), {}, (2, 3, 17, 13)),
+    "Tiny(pre,in1,b8,n1,r4,k7)": (
+        "SEResNetTiny", "SEResNetTiny", (),
+        dict(in_ch=1, num_classes=7, base=8, n=1, reduction=4, preact=True), (3, 1, 15, 15),
+    ),
+}  # fmt: skip
+PAIR_NAMES = list(PAIRS)
+
+
+def _build(nb, name):
     """(notebook module, seres_torch module, seres_jax module, NCHW input shape)."""
-    ns = nb.namespace
-    return {
-        "SEBlock(64)": (ns["SEBlock"](64), st.SEBlock(64), sj.SEBlock(64), (2, 64, 5, 5)),
-        "SEBlock(12,r3,min5)": (
-            ns["SEBlock"](12, 3, 5),
-            st.SEBlock(12, 3, 5),
-            sj.SEBlock(12, 3, 5),
-            (1, 12, 3, 4),
-        ),
-        "ConvBNAct(relu,k1s2p0)": (
-            ns["ConvBNAct"](8, 16, k=1, s=2, p=0, act="relu"),
-            st.ConvBNAct(8, 16, k=1, s=2, p=0, act="relu"),
-            sj.ConvBNAct(8, 16, k=1, s=2, p=0, act="relu"),
-            (2, 8, 9, 7),
-        ),
-        "ConvBNAct(5x5,s2)": (
-            ns["ConvBNAct"](3, 8, k=5, s=2, p=2),
-            st.ConvBNAct(3, 8, k=5, s=2, p=2),
-            sj.ConvBNAct(3, 8, k=5, s=2, p=2),
-            (2, 3, 13, 11),
-        ),
-        "PostAct(32,32)": (
-            ns["SEResBlock_PostAct"](32, 32),
-            st.SEResBlockPostAct(32, 32),
-            sj.SEResBlockPostAct(32, 32),
-            (2, 32, 9, 9),
-        ),
-        "PostAct(32,64,s2)": (
-            ns["SEResBlock_PostAct"](32, 64, stride=2),
-            st.SEResBlockPostAct(32, 64, stride=2),
-            sj.SEResBlockPostAct(32, 64, stride=2),
-            (2, 32, 15, 15),
-        ),
-        "PreAct(32,32)": (
-            ns["SEResBlock_PreAct"](32, 32),
-            st.SEResBlockPreAct(32, 32),
-            sj.SEResBlockPreAct(32, 32),
-            (2, 32, 9, 9),
-        ),
-        "PreAct(32,64,s2)": (
-            ns["SEResBlock_PreAct"](32, 64, stride=2),
-            st.SEResBlockPreAct(32, 64, stride=2),
-            sj.SEResBlockPreAct(32, 64, stride=2),
-            (2, 32, 17, 13),
-        ),
-        "Tiny(post)": (ns["SEResNetTiny"](), st.SEResNetTiny(), sj.SEResNetTiny(), (2, 3, 17, 13)),
-        "Tiny(pre,in1,b8,n1,r4,k7)": (
-            ns["SEResNetTiny"](in_ch=1, num_classes=7, base=8, n=1, reduction=4, preact=True),
-            st.SEResNetTiny(in_ch=1, num_classes=7, base=8, n=1, reduction=4, preact=True),
-            sj.SEResNetTiny(in_ch=1, num_classes=7, base=8, n=1, reduction=4, preact=True),
-            (3, 1, 15, 15),
-        ),
-    }
-
-
-PAIR_NAMES = [
-    "SEBlock(64)", "SEBlock(12,r3,min5)", "ConvBNAct(relu,k1s2p0)", "ConvBNAct(5x5,s2)",
-    "PostAct(32,32)", "PostAct(32,64,s2)", "PreAct(32,32)", "PreAct(32,64,s2)", "Tiny(post)",
-    "Tiny(pre,in1,b8,n1,r4,k7)",
-]  # fmt: skip
+    notebook_cls, cls, args, kwargs, shape = PAIRS[name]
+    return (
+        nb.namespace[notebook_cls](*args, **kwargs),
+        getattr(st, cls)(*args, **kwargs),
+        getattr(sj, cls)(*args, **kwargs),
+        shape,
+    )
 
 
 def test_notebook_runs_and_prints_its_recorded_outputs(nb):
@@ -98,43 +70,32 @@ def test_fixture_copy_is_the_shared_notebook():
     assert FIXTURE.read_bytes() == SHARED.read_bytes()
 
 
-def test_parameter_counts_are_the_notebooks(nb):
-    ns = nb.namespace
-    expected = {  # printed by the notebook
-        "SEBlock(64)": (ns["SEBlock"](64), st.SEBlock(64), sj.SEBlock(64), 580),
-        "PostAct s1": (
-            ns["SEResBlock_PostAct"](32, 32), st.SEResBlockPostAct(32, 32),
-            sj.SEResBlockPostAct(32, 32), 18_852,
-        ),
-        "PostAct s2": (
-            ns["SEResBlock_PostAct"](32, 64, stride=2), st.SEResBlockPostAct(32, 64, stride=2),
-            sj.SEResBlockPostAct(32, 64, stride=2), 58_308,
-        ),
-        "PreAct s1": (
-            ns["SEResBlock_PreAct"](32, 32), st.SEResBlockPreAct(32, 32),
-            sj.SEResBlockPreAct(32, 32), 18_852,
-        ),
-        "PreAct s2": (
-            ns["SEResBlock_PreAct"](32, 64, stride=2), st.SEResBlockPreAct(32, 64, stride=2),
-            sj.SEResBlockPreAct(32, 64, stride=2), 58_116,
-        ),
-        "Tiny post": (ns["SEResNetTiny"](), st.SEResNetTiny(), sj.SEResNetTiny(), 702_986),
-        "Tiny pre": (
-            ns["SEResNetTiny"](preact=True), st.SEResNetTiny(preact=True),
-            sj.SEResNetTiny(preact=True), 702_410,
-        ),
-    }  # fmt: skip
-    for name, (ref, tm, fm, count) in expected.items():
-        assert ns["count_params"](ref) == count, name
-        assert st.count_params(tm) == count, name
-        in_ch = 3 if name.startswith("Tiny") else 32 if "Act" in name else 64
-        shapes = jax.eval_shape(fm.init, jax.random.key(0), jnp.zeros((1, 8, 8, in_ch)))
-        assert sj.count_params(shapes) == count, name
+# The counts the notebook prints: the acceptance figures.
+NOTEBOOK_COUNTS = {
+    "SEBlock(64)": ("SEBlock", "SEBlock", (64,), {}, 580),
+    "PostAct s1": ("SEResBlock_PostAct", "SEResBlockPostAct", (32, 32), {}, 18_852),
+    "PostAct s2": ("SEResBlock_PostAct", "SEResBlockPostAct", (32, 64), {"stride": 2}, 58_308),
+    "PreAct s1": ("SEResBlock_PreAct", "SEResBlockPreAct", (32, 32), {}, 18_852),
+    "PreAct s2": ("SEResBlock_PreAct", "SEResBlockPreAct", (32, 64), {"stride": 2}, 58_116),
+    "Tiny post": ("SEResNetTiny", "SEResNetTiny", (), {}, 702_986),
+    "Tiny pre": ("SEResNetTiny", "SEResNetTiny", (), {"preact": True}, 702_410),
+}
+
+
+@pytest.mark.parametrize("name", list(NOTEBOOK_COUNTS))
+def test_parameter_counts_are_the_notebooks(nb, name):
+    notebook_cls, cls, args, kwargs, count = NOTEBOOK_COUNTS[name]
+    assert nb.namespace["count_params"](nb.namespace[notebook_cls](*args, **kwargs)) == count
+    assert st.count_params(getattr(st, cls)(*args, **kwargs)) == count
+    in_ch = args[0] if args else 3
+    fm = getattr(sj, cls)(*args, **kwargs)
+    shapes = jax.eval_shape(fm.init, jax.random.key(0), jnp.zeros((1, 8, 8, in_ch)))
+    assert sj.count_params(shapes) == count
 
 
 @pytest.mark.parametrize("name", PAIR_NAMES)
 def test_state_dict_keys_order_and_shapes_match(nb, name):
-    ref, tm, _, _ = _pairs(nb)[name]
+    ref, tm, _, _ = _build(nb, name)
     ref_sd, sd = ref.state_dict(), tm.state_dict()
     assert list(sd) == list(ref_sd)
     assert [tuple(v.shape) for v in sd.values()] == [tuple(v.shape) for v in ref_sd.values()]
@@ -143,7 +104,7 @@ def test_state_dict_keys_order_and_shapes_match(nb, name):
 @pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
 @pytest.mark.parametrize("name", PAIR_NAMES)
 def test_notebook_checkpoint_loads_strict_and_computes_the_same(nb, name, train):
-    ref, tm, _, shape = _pairs(nb)[name]
+    ref, tm, _, shape = _build(nb, name)
     randomize_batchnorm(ref, seed=3)
     tm.load_state_dict(ref.state_dict(), strict=True)
     x = torch.from_numpy(nchw_input(shape, seed=5))
@@ -158,7 +119,7 @@ def test_notebook_checkpoint_loads_strict_and_computes_the_same(nb, name, train)
 @pytest.mark.parametrize("name", PAIR_NAMES)
 def test_notebook_checkpoint_runs_in_flax(nb, name, train, jax_device):
     """A notebook state_dict, converted strictly, gives the notebook's outputs and gradients."""
-    ref, _, fm, shape = _pairs(nb)[name]
+    ref, _, fm, shape = _build(nb, name)
     randomize_batchnorm(ref, seed=7)
     x = nchw_input(shape, seed=11)
     template = jax.eval_shape(fm.init, jax.random.key(0), jnp.zeros((1, *shape[2:], shape[1])))

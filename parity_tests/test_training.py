@@ -149,15 +149,16 @@ def test_batch_size_not_divisible_by_devices(tmp_path):
 
 
 def test_train_cifar10_binary_end_to_end(tmp_path, capsys):
-    """`seres train --dataset cifar10` on a directory in the real binary format: metrics,
-    plot, checkpoints and a safetensors export that PyTorch loads strictly."""
+    """`seres train --dataset cifar10` on a directory in the real binary format, in bfloat16
+    compute: metrics, plot, checkpoints and a float32 safetensors export that PyTorch loads
+    strictly."""
     write_cifar10(tmp_path / "data" / "cifar-10-batches-bin", train_records=16, test_records=10)
     workdir, export = tmp_path / "run", tmp_path / "out" / "model.safetensors"
     arch = "seresnet_tiny:base=8,n=1,reduction=4"
     code = main([
         "train", "--model", arch, "--dataset", "cifar10", "--data-dir", str(tmp_path / "data"),
-        "--epochs", "2", "--batch-size", "16", "--workdir", str(workdir), "--export",
-        str(export), "--checkpoint-every", "2", "--keep", "2", "--log-every", "2",
+        "--epochs", "2", "--batch-size", "16", "--precision", "bf16", "--workdir", str(workdir),
+        "--export", str(export), "--checkpoint-every", "2", "--keep", "2", "--log-every", "2",
         "--no-progress",
     ])  # fmt: skip
     out = capsys.readouterr().out
@@ -168,5 +169,7 @@ def test_train_cifar10_binary_end_to_end(tmp_path, capsys):
     assert (workdir / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sorted(int(p.name) for p in (workdir / "checkpoints").iterdir()) == [8, 10]
     torch_model = build_torch(arch)
-    torch_model.load_state_dict(safetensors.torch.load_file(str(export)), strict=True)
+    state_dict = safetensors.torch.load_file(str(export))
+    torch_model.load_state_dict(state_dict, strict=True)
+    assert {str(v.dtype) for v in state_dict.values()} == {"torch.float32", "torch.int64"}
     assert "final: val loss" in out

@@ -8,6 +8,7 @@ before anything is written. Nothing imports this module.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -24,7 +25,9 @@ class UsageError(Exception):
 def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     from seres_jax.data import DATASET_NAMES
     from seres_jax.optim import OPTIMIZER_NAMES, SCHEDULE_NAMES
-    from seres_jax.train import PRECISIONS
+    from seres_jax.train import PRECISIONS, TrainConfig
+
+    d = TrainConfig()  # one source of truth for the recipe's defaults
 
     p.add_argument(
         "--model",
@@ -33,21 +36,21 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--dataset", default="digits", help=f"one of {', '.join(DATASET_NAMES)}")
     p.add_argument("--data-dir", help="CIFAR-10 binary files (cifar-10-batches-bin)")
-    p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--batch-size", type=int, default=128, help="global batch size")
-    p.add_argument("--optimizer", default="sgd", help=f"one of {', '.join(OPTIMIZER_NAMES)}")
-    p.add_argument("--lr", type=float, default=0.1, help="peak learning rate")
-    p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="global batch size")
+    p.add_argument("--optimizer", default=d.optimizer, help=f"one of {', '.join(OPTIMIZER_NAMES)}")
+    p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate")
+    p.add_argument("--momentum", type=float, default=d.momentum)
     p.add_argument("--no-nesterov", dest="nesterov", action="store_false")
-    p.add_argument("--weight-decay", type=float, default=5e-4)
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
     p.add_argument(
         "--decay-all",
         action="store_true",
         help="decay biases and BatchNorm parameters too (PyTorch's default)",
     )
-    p.add_argument("--schedule", default="cosine", help=f"one of {', '.join(SCHEDULE_NAMES)}")
-    p.add_argument("--warmup-epochs", type=float, default=1.0)
-    p.add_argument("--label-smoothing", type=float, default=0.0)
+    p.add_argument("--schedule", default=d.schedule, help=f"one of {', '.join(SCHEDULE_NAMES)}")
+    p.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs)
+    p.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
     p.add_argument(
         "--augment",
         action=argparse.BooleanOptionalAction,
@@ -60,13 +63,17 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
         choices=sorted(PRECISIONS),
         help="bf16: bfloat16 compute, float32 parameters and optimizer state",
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--workdir", type=Path, help="checkpoints, metrics.jsonl, curves.png")
-    p.add_argument("--checkpoint-every", type=int, default=0, help="steps (0: at the end)")
-    p.add_argument("--keep", type=int, default=3, help="checkpoints kept")
+    p.add_argument(
+        "--checkpoint-every", type=int, default=d.checkpoint_every, help="steps (0: at the end)"
+    )
+    p.add_argument("--keep", type=int, default=d.keep, help="checkpoints kept")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
     p.add_argument("--export", type=Path, help="write the weights as a PyTorch .safetensors")
-    p.add_argument("--log-every", type=int, default=20, help="steps between metric fetches")
+    p.add_argument(
+        "--log-every", type=int, default=d.log_every, help="steps between metric fetches"
+    )
     p.add_argument("--max-steps", type=int, help="stop after this many steps in total")
     p.add_argument("--no-progress", dest="progress", action="store_false")  # fmt: skip
 
@@ -151,26 +158,9 @@ def _train(args: argparse.Namespace) -> int:
     dataset = load_dataset(args.dataset, data_dir=args.data_dir, seed=args.seed)
     arch_defaults = {"in_ch": dataset.image_shape[-1], "num_classes": dataset.num_classes}
     model = build_flax(args.model, **{**arch_defaults, **overrides})
-    config = TrainConfig(
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        optimizer=args.optimizer,
-        lr=args.lr,
-        momentum=args.momentum,
-        nesterov=args.nesterov,
-        weight_decay=args.weight_decay,
-        decay_all=args.decay_all,
-        schedule=args.schedule,
-        warmup_epochs=args.warmup_epochs,
-        label_smoothing=args.label_smoothing,
-        augment=args.dataset == "cifar10" if args.augment is None else args.augment,
-        precision=args.precision,
-        seed=args.seed,
-        log_every=args.log_every,
-        checkpoint_every=args.checkpoint_every,
-        keep=args.keep,
-        max_steps=args.max_steps,
-    )
+    augment = args.dataset == "cifar10" if args.augment is None else args.augment
+    fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"augment"}
+    config = TrainConfig(augment=augment, **{k: v for k, v in vars(args).items() if k in fields})
     mesh = make_mesh()
     config.validate(mesh.size)  # before the workdir exists
     steps_per_epoch = dataset.train_images.shape[0] // max(config.batch_size, 1)

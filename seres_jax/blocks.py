@@ -20,9 +20,8 @@ def _needs_projection(cin: int, cout: int, stride: int) -> bool:
     return stride != 1 or cin != cout
 
 
-class SEResBlockPostAct(nn.Module):
-    """``conv-BN-SiLU → conv-BN → SE → + skip → SiLU``; params ``conv1``, ``conv2_{0,1}``,
-    ``se``, and ``proj_{0,1}`` when the stride or channel count changes."""
+class _SEResBlock(nn.Module):
+    """The constructor arguments both block styles share (``seres_torch``'s, plus dtypes)."""
 
     cin: int
     cout: int
@@ -30,6 +29,11 @@ class SEResBlockPostAct(nn.Module):
     reduction: int = 16
     dtype: Dtype = None
     param_dtype: Dtype = jnp.float32
+
+
+class SEResBlockPostAct(_SEResBlock):
+    """``conv-BN-SiLU → conv-BN → SE → + skip → SiLU``; params ``conv1``, ``conv2_{0,1}``,
+    ``se``, and ``proj_{0,1}`` when the stride or channel count changes."""
 
     def setup(self) -> None:
         dt = dict(dtype=self.dtype, param_dtype=self.param_dtype)
@@ -53,16 +57,9 @@ class SEResBlockPostAct(nn.Module):
         return nn.silu(y + skip)
 
 
-class SEResBlockPreAct(nn.Module):
+class SEResBlockPreAct(_SEResBlock):
     """``BN-SiLU → conv → BN-SiLU → conv → SE → + skip``; params ``bn1``, ``conv1``, ``bn2``,
     ``conv2``, ``se`` and ``proj`` (a bare 1×1 conv on the raw input) when projecting."""
-
-    cin: int
-    cout: int
-    stride: int = 1
-    reduction: int = 16
-    dtype: Dtype = None
-    param_dtype: Dtype = jnp.float32
 
     def setup(self) -> None:
         dt = dict(dtype=self.dtype, param_dtype=self.param_dtype)

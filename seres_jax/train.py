@@ -368,6 +368,9 @@ def fit(
     model = model.clone(dtype=PRECISIONS[config.precision])
     if variables is None:
         variables = init_variables(model, dataset.image_shape, config.seed)
+    else:
+        # The state is donated to every step: never hand the caller's buffers to it.
+        variables = jax.tree.map(lambda a: jnp.array(a, copy=True), variables)
     schedule = config.make_schedule(total_steps, steps_per_epoch)
     tx = config.make_tx(schedule)
     steps = compile_steps(mesh, config.label_smoothing)
