@@ -7,12 +7,18 @@ on each platform JAX offers: the CPU always, a GPU or TPU when present.
 
 from __future__ import annotations
 
+import tempfile
+
 import jax
 import pytest
 
 torch = pytest.importorskip("torch", reason="the parity suite compares against PyTorch")
 
 jax.config.update("jax_default_matmul_precision", "highest")
+# Many tests compile the same computation (same model, shapes and mode, other weights): a
+# session-wide compilation cache compiles each once. Fresh per run, so nothing goes stale.
+jax.config.update("jax_compilation_cache_dir", tempfile.mkdtemp(prefix="seres-jax-cache-"))
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 torch.backends.cuda.matmul.allow_tf32 = False
 torch.backends.cudnn.allow_tf32 = False
 

@@ -6,9 +6,9 @@ import pytest
 
 import seres_jax as sj
 import seres_torch as st
-from seres_jax.parity import compare_modules
+from seres_jax.parity import compare_modules, randomize_batchnorm
 
-from .helpers import assert_parity, nchw_input, randomize_batchnorm
+from .helpers import assert_parity, nchw_input
 
 BLOCKS = {
     "postact": (st.SEResBlockPostAct, sj.SEResBlockPostAct),

@@ -23,8 +23,7 @@ from seres_jax.convert import (
     torch_key_to_flax_path,
     torch_to_flax,
 )
-
-from .helpers import randomize_batchnorm
+from seres_jax.parity import randomize_batchnorm
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 

@@ -14,9 +14,9 @@ import torch
 import seres_jax as sj
 import seres_torch as st
 from seres_jax.convert import torch_to_flax
-from seres_jax.parity import compare_modules, relative_error
+from seres_jax.parity import compare_modules, randomize_batchnorm, relative_error
 
-from .helpers import assert_parity, nchw_input, randomize_batchnorm
+from .helpers import assert_parity, nchw_input
 
 
 @pytest.mark.parametrize(

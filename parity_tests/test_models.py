@@ -12,9 +12,9 @@ import pytest
 import seres_jax as sj
 import seres_torch as st
 from seres_jax.convert import torch_to_flax
-from seres_jax.parity import BF16_TOL, compare_modules
+from seres_jax.parity import BF16_TOL, compare_modules, randomize_batchnorm
 
-from .helpers import assert_parity, nchw_input, randomize_batchnorm
+from .helpers import assert_parity, nchw_input
 
 
 @pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])

@@ -13,9 +13,9 @@ import torch
 
 import seres_jax as sj
 import seres_torch as st
-from seres_jax.parity import compare_modules
+from seres_jax.parity import compare_modules, randomize_batchnorm
 
-from .helpers import assert_parity, nchw_input, randomize_batchnorm
+from .helpers import assert_parity, nchw_input
 from .notebook import FIXTURE, SHARED, run_notebook
 
 

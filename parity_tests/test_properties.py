@@ -10,9 +10,9 @@ from hypothesis import strategies as hs
 
 import seres_jax as sj
 import seres_torch as st
-from seres_jax.parity import compare_modules
+from seres_jax.parity import compare_modules, randomize_batchnorm
 
-from .helpers import assert_parity, nchw_input, randomize_batchnorm
+from .helpers import assert_parity, nchw_input
 
 STYLES = {
     "postact": (st.SEResBlockPostAct, sj.SEResBlockPostAct),

@@ -1,8 +1,10 @@
-"""The ``seres`` command line: ``train`` and ``demo``. A thin layer over ``seres_jax``.
+"""The ``seres`` command line: ``train``, ``demo``, ``convert``, ``parity``.
 
-Every user error (unknown model or dataset, bad data directory, a batch size the devices
-cannot split, a bad export path) is one ``seres: error: ...`` line and exit status 2, reported
-before anything is written. Nothing imports this module.
+A thin layer over ``seres_jax``: every command is a few calls into the library. Every user
+error (unknown model or dataset, bad data directory, a batch size the devices cannot split, a
+bad, truncated or malicious checkpoint, an existing destination) is one ``seres: error: ...``
+message and exit status 2, reported before anything is written; ``seres parity`` exits 1
+when parity fails. Nothing imports this module.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 DEMO_ARCH = "seresnet_tiny:in_ch=1,base=16,reduction=4"
+_DTYPES = ("float32", "float16", "bfloat16")
 
 
 class UsageError(Exception):
@@ -88,6 +91,26 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--epochs", type=int, default=15)
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--no-progress", dest="progress", action="store_false")
+
+    convert = sub.add_parser("convert", help="convert a checkpoint between formats")
+    convert.add_argument("src", type=Path, help=".pt/.pth, .safetensors, .msgpack or orbax dir")
+    convert.add_argument("dst", type=Path, help="the same formats; chosen by the extension")
+    convert.add_argument("--arch", help="check strictly against this architecture")
+    convert.add_argument("--param-dtype", choices=sorted(_DTYPES), default="float32",
+                         help="the dtype --arch expects the weights in")  # fmt: skip
+    convert.add_argument("--force", action="store_true", help="replace an existing DST")
+
+    parity = sub.add_parser("parity", help="layer-by-layer parity of PyTorch and JAX")
+    parity.add_argument("checkpoint", nargs="?", type=Path,
+                        help="weights for both sides (default: random, seeded)")  # fmt: skip
+    parity.add_argument("--arch", required=True, help="e.g. seresnet_tiny:in_ch=1")
+    parity.add_argument("--against", type=Path,
+                        help="other weights for the JAX side, e.g. a converted file")  # fmt: skip
+    parity.add_argument("--device", choices=("cpu", "gpu", "tpu"), help="JAX platform")
+    parity.add_argument("--json", type=Path, help="also write the report as JSON here")
+    parity.add_argument("--batch-size", type=int, default=4)
+    parity.add_argument("--image-size", type=int, default=32)
+    parity.add_argument("--seed", type=int, default=0)
     return parser
 
 
@@ -194,10 +217,9 @@ def _export(variables: Any, path: Path) -> None:
     import jax
 
     from seres_jax.convert import flax_to_state_dict
-    from seres_jax.formats import save_safetensors
+    from seres_jax.formats import save_state_dict
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_safetensors(flax_to_state_dict(jax.device_get(variables)), path)
+    save_state_dict(flax_to_state_dict(jax.device_get(variables)), path)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -250,16 +272,76 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _convert(args: argparse.Namespace) -> int:
+    from seres_jax.formats import format_of, load_checkpoint, save_checkpoint
+    from seres_jax.registry import variables_template
+
+    dst_format, _ = format_of(args.dst)
+    if args.dst.exists() and not args.force:
+        raise UsageError(f"{args.dst} exists; pass --force to replace it")
+    template = variables_template(args.arch, args.param_dtype) if args.arch else None
+    checkpoint = load_checkpoint(args.src)
+    save_checkpoint(checkpoint, args.dst, force=args.force, template=template)
+    src_format, _ = format_of(args.src)
+    count = len(checkpoint.to_state_dict())
+    strict = f", checked against {args.arch}" if args.arch else ""
+    print(f"{args.src} ({src_format}) -> {args.dst} ({dst_format}): {count} tensors{strict}")
+    return 0
+
+
+def _parity(args: argparse.Namespace) -> int:
+    import jax
+    import numpy as np
+    import torch
+
+    from seres_jax.convert import to_torch
+    from seres_jax.formats import atomic_path, load_checkpoint
+    from seres_jax.parity import parity_report, randomize_batchnorm
+    from seres_jax.registry import build_flax, build_torch, model_config, variables_template
+
+    jax.config.update("jax_default_matmul_precision", "highest")
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    _, arguments = model_config(args.arch)
+    try:
+        device = jax.devices(args.device)[0] if args.device else None
+    except RuntimeError:
+        raise UsageError(f"JAX has no {args.device} device here") from None
+    template = variables_template(args.arch)
+    torch.manual_seed(args.seed)
+    torch_model = build_torch(args.arch)
+    if args.checkpoint is not None:
+        state = load_checkpoint(args.checkpoint).to_state_dict(template)
+        torch_model.load_state_dict({k: to_torch(v) for k, v in state.items()}, strict=True)
+    else:
+        randomize_batchnorm(torch_model, args.seed)
+    variables = load_checkpoint(args.against).to_variables(template) if args.against else None
+    shape = (args.batch_size, arguments["in_ch"], args.image_size, args.image_size)
+    x = np.random.default_rng(args.seed).standard_normal(shape).astype(np.float32)
+    report = parity_report(
+        torch_model, build_flax(args.arch), x, variables=variables, arch=args.arch,
+        device=device, seed=args.seed,
+    )  # fmt: skip
+    print(report.format())
+    if args.json is not None:
+        with atomic_path(args.json) as tmp:
+            tmp.write_text(json.dumps(report.to_dict(), indent=2), encoding="utf-8")
+    return 0 if report.ok else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from seres_jax.convert import ConversionError
     from seres_jax.data import DataError
+    from seres_jax.formats import CheckpointError
     from seres_jax.registry import RegistryError
     from seres_jax.train import TrainingError
 
+    commands = {"train": _train, "demo": _demo, "convert": _convert, "parity": _parity}
+    errors = (UsageError, DataError, RegistryError, TrainingError, ConversionError, CheckpointError)
     try:
-        return {"train": _train, "demo": _demo}[args.command](args)
-    except (UsageError, DataError, RegistryError, TrainingError, ConversionError) as err:
+        return commands[args.command](args)
+    except errors as err:
         message = " ".join(str(err).split()) if not isinstance(err, ConversionError) else err
         print(f"seres: error: {message}", file=sys.stderr)
         return 2

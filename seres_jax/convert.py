@@ -129,15 +129,21 @@ def flax_path_to_torch_key(path: FlaxPath, ndim: int) -> str:
         raise _UnmappableError(
             f"no PyTorch counterpart for leaf {leaf!r} in collection {collection!r}"
         )
+    return f"{flax_module_path_to_torch(modules)}.{torch_leaf}"
+
+
+def flax_module_path_to_torch(names: Iterable[str]) -> str:
+    """PyTorch's dotted module path for Flax module names: ``("stage1_0", "se", "fc_2")`` ->
+    ``"stage1.0.se.fc.2"`` (the naming rule without the leaf)."""
     parts: list[str] = []
-    for name in modules:
+    for name in names:
         match = _INDEXED.match(name)
         if match:
             parts.append(match.group(1))
             parts.extend(match.group(2)[1:].split("_"))
         else:
             parts.append(name)
-    return ".".join([*parts, torch_leaf])
+    return ".".join(parts)
 
 
 def _to_flax_layout(leaf: str, value: np.ndarray) -> np.ndarray:
@@ -168,7 +174,7 @@ def _is_torch_tensor(value: Any) -> bool:
     return torch_mod is not None and isinstance(value, torch_mod.Tensor)
 
 
-def _to_numpy(value: Any) -> np.ndarray:
+def to_numpy(value: Any) -> np.ndarray:
     """A host numpy view of a torch tensor, numpy array or jax array; anything else is refused."""
     if _is_torch_tensor(value):
         tensor = value.detach().cpu()
@@ -269,7 +275,7 @@ def torch_to_flax(state_dict: Mapping[str, Any], template: Any = None) -> dict[s
         try:
             if not isinstance(key, str):
                 raise _UnmappableError("keys must be strings")
-            array = _to_numpy(value)
+            array = to_numpy(value)
             path = torch_key_to_flax_path(key, array.ndim)
             _check_value(key.rsplit(".", 1)[-1], array)
             if path in source:
@@ -324,7 +330,7 @@ def flax_to_state_dict(variables: Mapping[str, Any], template: Any = None) -> di
     origin: dict[str, FlaxPath] = {}
     for path, value in flatten_dict(unfreeze(dict(variables))).items():
         try:
-            array = _to_numpy(value)
+            array = to_numpy(value)
             key = flax_path_to_torch_key(path, array.ndim)
             _check_value(key.rsplit(".", 1)[-1], array)
         except _UnmappableError as err:
@@ -361,11 +367,13 @@ def flax_to_state_dict(variables: Mapping[str, Any], template: Any = None) -> di
 
 def flax_to_torch(variables: Mapping[str, Any], template: Any = None) -> dict[str, torch.Tensor]:
     """Flax variables -> a PyTorch ``state_dict`` (CPU tensors); see ``flax_to_state_dict``."""
+    return {k: to_torch(v) for k, v in flax_to_state_dict(variables, template).items()}
+
+
+def to_torch(array: np.ndarray) -> torch.Tensor:
+    """A CPU tensor sharing ``array``'s memory (bfloat16 included, which numpy lacks)."""
     import torch
 
-    def tensor(array: np.ndarray) -> torch.Tensor:
-        if array.dtype.name == "bfloat16":
-            return torch.from_numpy(array.view(np.int16)).view(torch.bfloat16)
-        return torch.from_numpy(array)
-
-    return {k: tensor(v) for k, v in flax_to_state_dict(variables, template).items()}
+    if array.dtype.name == "bfloat16":
+        return torch.from_numpy(array.view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(array)

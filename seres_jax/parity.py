@@ -2,7 +2,10 @@
 
 ``compare_modules`` runs the same weights and the same input through both frameworks and measures
 the forward output, the gradient wrt the input, the gradient wrt every parameter (mapped through
-``seres_jax.convert``) and, in train mode, the updated running statistics.
+``seres_jax.convert``) and, in train mode, the updated running statistics. ``parity_report``
+adds every layer's output, in execution order (PyTorch forward hooks; Flax
+``capture_intermediates``, matched through the converter's naming rule), and names the first
+layer that diverges.
 
 Tolerance policy. Errors are *relative to the reference's largest magnitude*,
 ``max|jax - torch| / max|torch|`` per tensor, because elementwise relative error is meaningless
@@ -22,17 +25,19 @@ This module imports torch lazily; the rest of ``seres_jax`` never does.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import inspect
-from collections.abc import Mapping
-from contextlib import nullcontext
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import flax.linen as nn
 import jax
 import numpy as np
+from flax.traverse_util import flatten_dict
 
-from .convert import flax_to_state_dict, torch_to_flax
+from .convert import flax_module_path_to_torch, flax_to_state_dict, torch_to_flax
 
 if TYPE_CHECKING:
     import torch
@@ -71,6 +76,7 @@ class ParityResult:
     input_grad: float
     param_grads: dict[str, float] = field(default_factory=dict)
     running_stats: dict[str, float] = field(default_factory=dict)
+    layers: list[LayerRow] = field(default_factory=list)
 
     def failures(self, tol: Tolerance) -> list[str]:
         """Every measurement above its gate, as readable lines (empty when parity holds)."""
@@ -100,18 +106,81 @@ def _takes_train(module: nn.Module) -> bool:
     return "train" in inspect.signature(module.__call__).parameters
 
 
+@dataclass(frozen=True)
+class LayerRow:
+    """One layer's output compared: PyTorch module path and type, NCHW shape, errors."""
+
+    name: str
+    kind: str
+    shape: tuple[int, ...]
+    max_abs: float
+    max_rel: float
+
+
+@dataclass
+class _TorchRun:
+    out: np.ndarray
+    grad_x: np.ndarray
+    grads: dict[str, np.ndarray]
+    buffers: dict[str, np.ndarray]
+    activations: list[tuple[str, str, np.ndarray]]
+
+
 def _torch_side(
-    module: torch.nn.Module, x: np.ndarray, cotangent: np.ndarray, train: bool
-) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    module: torch.nn.Module, x: np.ndarray, cotangent: np.ndarray, train: bool, capture: bool
+) -> _TorchRun:
     import torch
 
     module = copy.deepcopy(module).train(train)
+    activations: list[tuple[str, str, np.ndarray]] = []
+
+    def hook(name: str) -> Callable[..., None]:
+        def record(m: torch.nn.Module, args: Any, out: Any) -> None:
+            if isinstance(out, torch.Tensor):
+                # Cloned now: a later in-place activation would overwrite the tensor.
+                activations.append((name, type(m).__name__, out.detach().clone().numpy()))
+
+        return record
+
+    handles = (
+        [m.register_forward_hook(hook(n)) for n, m in module.named_modules()] if capture else []
+    )
     xt = torch.from_numpy(x.copy()).requires_grad_(True)
     out = module(xt)
+    for handle in handles:
+        handle.remove()
     out.backward(torch.from_numpy(cotangent))
-    grads = {k: p.grad.numpy().copy() for k, p in module.named_parameters()}
-    buffers = {k: b.numpy().copy() for k, b in module.named_buffers()}
-    return out.detach().numpy().copy(), xt.grad.numpy().copy(), grads, buffers
+    return _TorchRun(
+        out=out.detach().numpy().copy(),
+        grad_x=xt.grad.numpy().copy(),
+        grads={k: p.grad.numpy().copy() for k, p in module.named_parameters()},
+        buffers={k: b.numpy().copy() for k, b in module.named_buffers()},
+        activations=activations,
+    )
+
+
+def _layer_rows(
+    torch_activations: list[tuple[str, str, np.ndarray]], flax_intermediates: Any
+) -> list[LayerRow]:
+    """Per-layer output errors in PyTorch's execution order, for the layers both sides have
+    (activations, pooling and containers have no Flax module and are skipped)."""
+    ours = {
+        flax_module_path_to_torch(path[:-1]): np.asarray(value[0])
+        for path, value in flatten_dict(flax_intermediates).items()
+        if path[-1] == "__call__"
+    }
+    rows = []
+    for name, kind, ref in torch_activations:
+        if name not in ours:
+            continue
+        got, want = ours[name], _to_nhwc(ref)
+        if got.shape != want.shape:
+            rows.append(LayerRow(name, kind, ref.shape, float("inf"), float("inf")))
+            continue
+        diff = np.abs(got.astype(np.float64) - want)
+        max_abs = float(diff.max()) if diff.size else 0.0
+        rows.append(LayerRow(name, kind, ref.shape, max_abs, relative_error(got, want)))
+    return rows
 
 
 def compare_modules(
@@ -122,56 +191,241 @@ def compare_modules(
     train: bool,
     seed: int = 0,
     device: jax.Device | None = None,
+    variables: Mapping[str, Any] | None = None,
+    layers: bool = False,
 ) -> ParityResult:
     """Run ``x`` (NCHW, float32) through both modules with ``torch_module``'s weights.
 
     Gradients are those of ``sum(output * c)`` for a seeded random cotangent ``c``, so every
     output element carries a different weight. ``torch_module`` itself is not modified.
-    The JAX side runs on ``device`` (default: JAX's default device).
+    The JAX side runs on ``device`` (default: JAX's default device) with ``variables``
+    (default: ``torch_module``'s state converted). ``layers=True`` also compares every
+    layer's output (``ParityResult.layers``), from the same forward pass.
     """
     x = np.asarray(x, dtype=np.float32)
-    state = {k: v.detach().clone() for k, v in torch_module.state_dict().items()}
-    with jax.default_device(device) if device is not None else nullcontext():
-        variables = torch_to_flax(state)
+    mutable = ["batch_stats", "intermediates"] if layers else ["batch_stats"]
+    with _on(device):
+        if variables is None:
+            variables = torch_to_flax(torch_module.state_dict())
         params = variables["params"]
         batch_stats = variables.get("batch_stats", {})
         kwargs = {"train": train} if _takes_train(flax_module) else {}
 
-        def forward(p: Mapping[str, Any], xj: jax.Array) -> tuple[jax.Array, Any]:
-            out, updates = flax_module.apply(
-                {"params": p, "batch_stats": batch_stats}, xj, mutable=["batch_stats"], **kwargs
+        def forward(p: Any, stats: Any, xj: jax.Array) -> tuple[jax.Array, Any]:
+            out, state = flax_module.apply(
+                {"params": p, "batch_stats": stats}, xj, mutable=mutable,
+                capture_intermediates=layers, **kwargs,
+            )  # fmt: skip
+            return out.astype(np.float32), state
+
+        # Weights are arguments, not constants: the compiled program depends only on the
+        # model, shapes and mode, so JAX's compilation cache can serve other weights.
+        def vjp(p: Any, stats: Any, xj: jax.Array, ct: jax.Array) -> tuple[Any, ...]:
+            out, pullback, state = jax.vjp(
+                lambda p_, x_: forward(p_, stats, x_), p, xj, has_aux=True
             )
-            return out.astype(np.float32), updates.get("batch_stats", {})
-
-        def vjp(p: Mapping[str, Any], xj: jax.Array, ct: jax.Array) -> tuple[Any, ...]:
-            out, pullback, new_stats = jax.vjp(forward, p, xj, has_aux=True)
             grad_p, grad_x = pullback(ct)
-            return out, grad_x, grad_p, new_stats
+            return out, grad_x, grad_p, state
 
-        out_shape = jax.eval_shape(forward, params, _to_nhwc(x))[0].shape
+        out_shape = jax.eval_shape(forward, params, batch_stats, _to_nhwc(x))[0].shape
         rng = np.random.default_rng(seed)
         cotangent_j = rng.standard_normal(out_shape).astype(np.float32)
         cotangent_t = cotangent_j.transpose(0, 3, 1, 2) if len(out_shape) == 4 else cotangent_j
-        out_j, gx_j, gp_j, stats_j = jax.device_get(jax.jit(vjp)(params, _to_nhwc(x), cotangent_j))
+        out_j, gx_j, gp_j, state_j = jax.device_get(
+            jax.jit(vjp)(params, batch_stats, _to_nhwc(x), cotangent_j)
+        )
 
-    out_t, gx_t, gp_t, buffers_t = _torch_side(torch_module, x, cotangent_t, train)
+    ref = _torch_side(torch_module, x, cotangent_t, train, capture=layers)
     grads_j = flax_to_state_dict({"params": gp_j})
-    if set(grads_j) != set(gp_t):
+    if set(grads_j) != set(ref.grads):
         raise AssertionError(
-            f"parameter sets differ: only in torch {sorted(set(gp_t) - set(grads_j))}, "
-            f"only in flax {sorted(set(grads_j) - set(gp_t))}"
+            f"parameter sets differ: only in torch {sorted(set(ref.grads) - set(grads_j))}, "
+            f"only in flax {sorted(set(grads_j) - set(ref.grads))}"
         )
     result = ParityResult(
-        output=relative_error(out_j, _to_nhwc(out_t)),
-        input_grad=relative_error(gx_j, _to_nhwc(gx_t)),
-        param_grads={k: relative_error(grads_j[k], g) for k, g in gp_t.items()},
+        output=relative_error(out_j, _to_nhwc(ref.out)),
+        input_grad=relative_error(gx_j, _to_nhwc(ref.grad_x)),
+        param_grads={k: relative_error(grads_j[k], g) for k, g in ref.grads.items()},
     )
+    if layers:
+        result.layers = _layer_rows(ref.activations, state_j.get("intermediates", {}))
     if train:
-        stats_j = flax_to_state_dict({"batch_stats": stats_j})
-        for key, ref in buffers_t.items():
+        stats_j = flax_to_state_dict({"batch_stats": state_j.get("batch_stats", {})})
+        for key, want in ref.buffers.items():
             if key.endswith("num_batches_tracked"):
                 # A count: exact or wrong, reported as the absolute difference.
-                result.running_stats[key] = float(abs(int(stats_j[key]) - int(ref)))
+                result.running_stats[key] = float(abs(int(stats_j[key]) - int(want)))
             else:
-                result.running_stats[key] = relative_error(stats_j[key], ref)
+                result.running_stats[key] = relative_error(stats_j[key], want)
     return result
+
+
+def _on(device: jax.Device | None) -> AbstractContextManager[Any]:
+    return jax.default_device(device) if device is not None else nullcontext()
+
+
+def randomize_batchnorm(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Give every BatchNorm random affine parameters, running statistics and batch count, so
+    eval mode is not the identity and a swapped mean/var or scale/bias cannot go unnoticed."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                c = m.num_features
+                m.weight.copy_(0.5 + torch.rand(c, generator=gen))
+                m.bias.copy_(0.2 * torch.randn(c, generator=gen))
+                m.running_mean.copy_(0.2 * torch.randn(c, generator=gen))
+                m.running_var.copy_(0.5 + 1.5 * torch.rand(c, generator=gen))
+                m.num_batches_tracked.fill_(int(torch.randint(0, 1000, (), generator=gen)))
+    return module
+
+
+# --------------------------------------------------------------------------- layer report
+
+
+_SHOWN_FAILURES = 8
+
+
+@dataclass
+class ModeReport:
+    """One mode (eval or train): the end-to-end result and its per-layer rows."""
+
+    mode: str
+    result: ParityResult
+
+    @property
+    def rows(self) -> list[LayerRow]:
+        """Every layer's output error, in PyTorch's execution order."""
+        return self.result.layers
+
+    def first_divergence(self, tol: Tolerance) -> LayerRow | None:
+        return next((row for row in self.rows if not row.max_rel <= tol.output), None)
+
+
+@dataclass
+class ParityReport:
+    """Layer-by-layer parity of a model in eval and train mode; ``ok`` when all gates hold."""
+
+    arch: str
+    device: str
+    input_shape: tuple[int, ...]
+    tolerance: Tolerance
+    modes: list[ModeReport]
+
+    @property
+    def ok(self) -> bool:
+        return all(
+            m.first_divergence(self.tolerance) is None and not m.result.failures(self.tolerance)
+            for m in self.modes
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report as JSON-ready data."""
+        tol = self.tolerance
+        return {
+            "arch": self.arch,
+            "device": self.device,
+            "input_shape_nchw": list(self.input_shape),
+            "tolerance": dataclasses.asdict(tol),
+            "ok": self.ok,
+            "modes": {
+                m.mode: {
+                    "first_divergence": getattr(m.first_divergence(tol), "name", None),
+                    "layers": [
+                        {
+                            **dataclasses.asdict(r),
+                            "shape": list(r.shape),
+                            "ok": r.max_rel <= tol.output,
+                        }
+                        for r in m.rows
+                    ],
+                    "output": m.result.output,
+                    "input_grad": m.result.input_grad,
+                    "param_grads": m.result.param_grads,
+                    "running_stats": m.result.running_stats,
+                    "failures": m.result.failures(tol),
+                }
+                for m in self.modes
+            },
+        }
+
+    def format(self) -> str:
+        """A plain-text table per mode, then the verdict."""
+        tol = self.tolerance
+        lines = [f"parity of {self.arch}: PyTorch (CPU, float32) vs JAX ({self.device}), "
+                 f"input {self.input_shape} NCHW"]  # fmt: skip
+        for m in self.modes:
+            lines += [
+                "",
+                f"{m.mode} mode — activations, error relative to PyTorch's max-abs "
+                f"(gate {tol.output:g})",
+                f"{'#':>3}  {'layer':<34} {'type':<18} {'shape':<20} {'max abs':>9} {'max rel':>9}",
+            ]
+            for i, r in enumerate(m.rows, 1):
+                mark = "" if r.max_rel <= tol.output else "  <-- exceeds"
+                name = r.name or "(model output)"
+                lines.append(
+                    f"{i:>3}  {name:<34} {r.kind:<18} {r.shape!s:<20} "
+                    f"{r.max_abs:>9.2e} {r.max_rel:>9.2e}{mark}"
+                )
+            worst_key, worst = max(
+                m.result.param_grads.items(), key=lambda kv: kv[1], default=("-", 0.0)
+            )
+            lines.append(
+                f"     output {m.result.output:.2e} | input grad {m.result.input_grad:.2e} | "
+                f"worst param grad {worst:.2e} ({worst_key})"
+                + (
+                    f" | worst running stat {max(m.result.running_stats.values()):.2e}"
+                    if m.result.running_stats
+                    else ""
+                )
+            )
+            first = m.first_divergence(tol)
+            if first is not None:
+                lines.append(
+                    f"     first divergence: {first.name or '(model output)'} ({first.kind}), "
+                    f"{first.max_rel:.2e} > {tol.output:g}"
+                )
+            failures = m.result.failures(tol)
+            lines += [f"     FAIL {f}" for f in failures[:_SHOWN_FAILURES]]
+            if len(failures) > _SHOWN_FAILURES:
+                lines.append(f"     ... and {len(failures) - _SHOWN_FAILURES} more (see --json)")
+        lines += ["", "parity holds" if self.ok else "PARITY FAILS"]
+        return "\n".join(lines)
+
+
+def parity_report(
+    torch_module: torch.nn.Module,
+    flax_module: nn.Module,
+    x: np.ndarray,
+    *,
+    variables: Mapping[str, Any] | None = None,
+    arch: str = "",
+    device: jax.Device | None = None,
+    tol: Tolerance = FP32_TOL,
+    modes: tuple[str, ...] = ("eval", "train"),
+    seed: int = 0,
+) -> ParityReport:
+    """Compare ``torch_module`` with ``flax_module`` layer by layer on the NCHW batch ``x``.
+
+    ``variables`` are the Flax weights (default: ``torch_module``'s converted); passing other
+    ones checks a separately converted or trained checkpoint against the PyTorch one. The
+    report names the first layer, in execution order, whose output error exceeds ``tol``.
+    """
+    x = np.asarray(x, dtype=np.float32)
+    if variables is None:
+        variables = torch_to_flax(torch_module.state_dict())
+    reports = [
+        ModeReport(
+            mode,
+            compare_modules(
+                torch_module, flax_module, x, train=mode == "train", seed=seed, device=device,
+                variables=variables, layers=True,
+            ),
+        )
+        for mode in modes
+    ]  # fmt: skip
+    platform = (device or jax.devices()[0]).platform
+    return ParityReport(arch or type(flax_module).__name__, platform, x.shape, tol, reports)

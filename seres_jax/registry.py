@@ -108,3 +108,16 @@ def build_torch(arch: str, **overrides: Any) -> torch.nn.Module:
 
     spec, arguments = model_config(arch, **overrides)
     return getattr(seres_torch, spec.torch_cls)(**arguments)
+
+
+def variables_template(arch: str, param_dtype: Any = None, **overrides: Any) -> Any:
+    """The abstract Flax variables (shapes and dtypes, nothing computed) of ``arch``: the
+    template that makes a conversion strict."""
+    import jax
+    import jax.numpy as jnp
+
+    spec, arguments = model_config(arch, **overrides)
+    extra = {"param_dtype": param_dtype} if param_dtype is not None else {}
+    model = spec.flax_cls(**arguments, **extra)
+    image = jnp.zeros((1, 16, 16, arguments.get("in_ch", 3)), jnp.float32)
+    return jax.eval_shape(model.init, jax.random.key(0), image)
