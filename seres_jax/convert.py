@@ -38,6 +38,7 @@ entry is listed in one ``ConversionError`` and nothing is returned.
 
 from __future__ import annotations
 
+import itertools
 import re
 import sys
 from collections.abc import Iterable, Mapping
@@ -146,22 +147,43 @@ def flax_module_path_to_torch(names: Iterable[str]) -> str:
     return ".".join(parts)
 
 
+_TILE = 128
+_TILED_BYTES = 1 << 20
+
+
+def _reverse_axes(value: np.ndarray) -> np.ndarray:
+    """A C-contiguous copy of ``value`` with its axes reversed (a 3-D array, or 2-D).
+
+    OIHW -> HWIO is this on ``(O, I, H*W)``, and so is the way back. numpy copies a transposed
+    view element by element with a stride of a whole row, missing the cache on every element
+    (~0.2x memcpy speed here); copying tile by tile keeps both sides in cache (~0.5x).
+    """
+    out = np.empty(value.shape[::-1], value.dtype)
+    if value.nbytes < _TILED_BYTES:
+        out[...] = value.transpose()
+        return out
+    ranges = [range(0, n, _TILE) for n in value.shape]
+    for starts in itertools.product(*ranges):
+        src = tuple(slice(i, i + _TILE) for i in starts)
+        out[src[::-1]] = value[src].transpose()
+    return out
+
+
 def _to_flax_layout(leaf: str, value: np.ndarray) -> np.ndarray:
-    if leaf == "kernel":
-        axes = (*range(2, value.ndim), 1, 0) if value.ndim >= 3 else (1, 0)
-        value = value.transpose(axes)
-    elif leaf == "num_batches_tracked":
-        value = value.astype(np.int32)
+    if leaf == "kernel":  # (O, I, *k) -> (*k, I, O); (out, in) -> (in, out)
+        o, i, *k = value.shape
+        return _reverse_axes(value.reshape(o, i, -1) if k else value).reshape(*k, i, o)
+    if leaf == "num_batches_tracked":
+        return value.astype(np.int32)
     return np.array(value, order="C", copy=True)
 
 
 def _to_torch_layout(leaf: str, value: np.ndarray) -> np.ndarray:
-    if leaf == "kernel":
-        n = value.ndim
-        axes = (n - 1, n - 2, *range(n - 2)) if n >= 3 else (1, 0)
-        value = value.transpose(axes)
-    elif leaf == "num_batches_tracked":
-        value = value.astype(np.int64)
+    if leaf == "kernel":  # (*k, I, O) -> (O, I, *k); (in, out) -> (out, in)
+        *k, i, o = value.shape
+        return _reverse_axes(value.reshape(-1, i, o) if k else value).reshape(o, i, *k)
+    if leaf == "num_batches_tracked":
+        return value.astype(np.int64)
     return np.array(value, order="C", copy=True)
 
 
