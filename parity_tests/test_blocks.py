@@ -71,3 +71,14 @@ def test_make_stage_parity(style, train, jax_device):
 
     x = nchw_input((2, 8, 11, 11))
     assert_parity(compare_modules(Wrapped(), Stage(), x, train=train, device=jax_device))
+
+
+@pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
+@pytest.mark.parametrize("attn", ["eca", None], ids=["eca", "no-attention"])
+@pytest.mark.parametrize("style", sorted(BLOCKS))
+def test_block_attention_options(style, attn, train, jax_device):
+    torch_cls, flax_cls = BLOCKS[style]
+    tm = randomize_batchnorm(torch_cls(16, 32, stride=2, reduction=4, attn=attn), seed=3)
+    fm = flax_cls(16, 32, stride=2, reduction=4, attn=attn)
+    x = nchw_input((2, 16, 15, 13), seed=4)
+    assert_parity(compare_modules(tm, fm, x, train=train, device=jax_device))

@@ -131,3 +131,30 @@ def test_explicit_padding_matches_torch_where_same_would_not():
     x_j = x.transpose(0, 2, 3, 1)
     assert relative_error(ours.apply(kernel, x_j), y_t) < 1e-6
     assert relative_error(same.apply(kernel, x_j), y_t) > 1e-2
+
+
+@pytest.mark.parametrize(
+    ("channels", "kernel_size", "shape"),
+    [(16, None, (2, 5, 5)), (128, None, (1, 3, 4)), (2048, None, (2, 1, 1)), (24, 5, (3, 4, 4))],
+)
+def test_eca_block_parity(channels, kernel_size, shape, jax_device):
+    tm = st.ECABlock(channels, kernel_size)
+    fm = sj.ECABlock(channels, kernel_size)
+    x = nchw_input((shape[0], channels, *shape[1:]))
+    assert_parity(compare_modules(tm, fm, x, train=False, device=jax_device))
+
+
+def test_eca_kernel_size_follows_timm():
+    # timm EcaModule: t = int(abs(log2(C) + 1) / 2); k = max(t if t odd else t + 1, 3)
+    expected = {16: 3, 32: 3, 64: 3, 128: 5, 256: 5, 512: 5, 1024: 5, 2048: 7, 1 << 14: 7}
+    for channels, k in expected.items():
+        assert st.layers.eca_kernel_size(channels) == k == sj.layers.eca_kernel_size(channels)
+        assert st.ECABlock(channels).conv.weight.shape == (1, 1, k)
+
+
+def test_unknown_attention_is_rejected_in_both():
+    with pytest.raises(ValueError, match="cbam"):
+        st.SEResBlockPostAct(8, 8, attn="cbam")
+    with pytest.raises(ValueError, match="cbam"):
+        block = sj.SEResBlockPostAct(8, 8, attn="cbam")
+        jax.eval_shape(block.init, jax.random.key(0), jnp.ones((1, 4, 4, 8)))

@@ -44,6 +44,8 @@ def test_tiny_digits_size(batch, train, jax_device):
         {"in_ch": 1, "num_classes": 7, "base": 8, "n": 1, "reduction": 4},
         {"base": 24, "n": 3, "reduction": 8, "preact": True},
         {"base": 16, "n": 4, "reduction": 32},
+        {"attn": "eca"},
+        {"attn": None, "preact": True},
     ],
     ids=str,
 )
@@ -106,3 +108,20 @@ def test_wrong_input_layout_is_a_clear_error():
     fm = sj.SEResNetTiny()
     with pytest.raises(ValueError, match="NHWC input with 3 channels"):
         jax.eval_shape(fm.init, jax.random.key(0), jnp.zeros((1, 3, 32, 32)))
+
+
+@pytest.mark.parametrize("attn", ["eca", None], ids=["eca", "no-attention"])
+def test_tiny_attention_options_parity(attn, jax_device):
+    kw = dict(in_ch=1, base=8, n=1, reduction=4, attn=attn)
+    tm = randomize_batchnorm(st.SEResNetTiny(**kw), seed=8)
+    x = nchw_input((4, 1, 9, 9), seed=3)
+    assert_parity(compare_modules(tm, sj.SEResNetTiny(**kw), x, train=True, device=jax_device))
+    assert_parity(compare_modules(tm, sj.SEResNetTiny(**kw), x, train=False, device=jax_device))
+
+
+def test_default_attention_keeps_the_notebook_checkpoint_layout():
+    """``attn`` defaults to SE: the notebook's keys and counts are untouched."""
+    assert st.SEResNetTiny().state_dict().keys() == st.SEResNetTiny(attn="se").state_dict().keys()
+    assert st.count_params(st.SEResNetTiny()) == 702_986
+    eca_keys = [k for k in st.SEResNetTiny(attn="eca").state_dict() if ".se." in k]
+    assert eca_keys and all(k.endswith(".se.conv.weight") for k in eca_keys)

@@ -7,13 +7,14 @@ from PyTorch. Importing this package never imports torch.
 
 from .blocks import SEResBlockPostAct, SEResBlockPreAct, make_stage
 from .convert import ConversionError, flax_to_state_dict, flax_to_torch, torch_to_flax
-from .layers import BatchNorm, ConvBNAct, SEBlock, count_params
+from .layers import BatchNorm, ConvBNAct, ECABlock, SEBlock, count_params
 from .models import SEResNetTiny
 
 __all__ = [
     "BatchNorm",
     "ConvBNAct",
     "ConversionError",
+    "ECABlock",
     "SEBlock",
     "SEResBlockPostAct",
     "SEResBlockPreAct",

@@ -13,7 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from .layers import BatchNorm, ConvBNAct, Dtype, SEBlock, conv2d
+from .layers import BatchNorm, ConvBNAct, Dtype, conv2d, make_attention
 
 
 def _needs_projection(cin: int, cout: int, stride: int) -> bool:
@@ -27,8 +27,12 @@ class _SEResBlock(nn.Module):
     cout: int
     stride: int = 1
     reduction: int = 16
+    attn: str | None = "se"
     dtype: Dtype = None
     param_dtype: Dtype = jnp.float32
+
+    def attention(self, x: jax.Array) -> jax.Array:
+        return x if self.se is None else self.se(x)
 
 
 class SEResBlockPostAct(_SEResBlock):
@@ -39,7 +43,7 @@ class SEResBlockPostAct(_SEResBlock):
         dt = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         self.conv1 = ConvBNAct(self.cin, self.cout, k=3, s=self.stride, p=1, act="silu", **dt)
         self.conv2 = [conv2d(self.cout, self.cout, 3, padding=1, **dt), BatchNorm(**dt)]
-        self.se = SEBlock(self.cout, reduction=self.reduction, **dt)
+        self.se = make_attention(self.attn, self.cout, self.reduction, **dt)
         if _needs_projection(self.cin, self.cout, self.stride):
             self.proj = [conv2d(self.cin, self.cout, 1, stride=self.stride, **dt), BatchNorm(**dt)]
         else:
@@ -53,7 +57,7 @@ class SEResBlockPostAct(_SEResBlock):
             skip = bn(conv(x), train)
         y = self.conv1(x, train)
         conv, bn = self.conv2
-        y = self.se(bn(conv(y), train))
+        y = self.attention(bn(conv(y), train))
         return nn.silu(y + skip)
 
 
@@ -67,7 +71,7 @@ class SEResBlockPreAct(_SEResBlock):
         self.conv1 = conv2d(self.cin, self.cout, 3, stride=self.stride, padding=1, **dt)
         self.bn2 = BatchNorm(**dt)
         self.conv2 = conv2d(self.cout, self.cout, 3, padding=1, **dt)
-        self.se = SEBlock(self.cout, reduction=self.reduction, **dt)
+        self.se = make_attention(self.attn, self.cout, self.reduction, **dt)
         if _needs_projection(self.cin, self.cout, self.stride):
             self.proj = conv2d(self.cin, self.cout, 1, stride=self.stride, **dt)
         else:
@@ -77,7 +81,7 @@ class SEResBlockPreAct(_SEResBlock):
         skip = x if self.proj is None else self.proj(x)
         y = self.conv1(nn.silu(self.bn1(x, train)))
         y = self.conv2(nn.silu(self.bn2(y, train)))
-        return self.se(y) + skip
+        return self.attention(y) + skip
 
 
 def make_stage(

@@ -32,6 +32,7 @@ import jax.numpy as jnp
 Dtype = Any
 Initializer = Callable[..., jax.Array]
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {"silu": nn.silu, "relu": nn.relu}
+ATTENTIONS = ("se", "eca", "none")
 
 
 def make_activation(act: str) -> Callable[[jax.Array], jax.Array]:
@@ -204,3 +205,52 @@ def count_params(variables: Any) -> int:
     """Trainable parameters (the ``params`` collection), counted as ``seres_torch.count_params``."""
     params = variables.get("params", variables) if hasattr(variables, "get") else variables
     return sum(int(math.prod(leaf.shape)) for leaf in jax.tree_util.tree_leaves(params))
+
+
+def eca_kernel_size(channels: int, gamma: int = 2, beta: int = 1) -> int:
+    """ECA's odd kernel size for ``channels`` (timm's ``EcaModule`` rule)."""
+    t = int(abs(math.log2(channels) + beta) / gamma)
+    return max(t if t % 2 else t + 1, 3)
+
+
+class ECABlock(nn.Module):
+    """Efficient channel attention (mirror of ``seres_torch.ECABlock``); param ``conv``, a
+    bias-free 1-D convolution across channels whose kernel is ``(k, 1, 1)``."""
+
+    channels: int
+    kernel_size: int | None = None
+    gamma: int = 2
+    beta: int = 1
+    dtype: Dtype = None
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        k = self.kernel_size or eca_kernel_size(self.channels, self.gamma, self.beta)
+        init = torch_uniform(k)
+        conv = nn.Conv(
+            1, (k,), padding=(((k - 1) // 2, (k - 1) // 2),), use_bias=False,
+            kernel_init=init, dtype=self.dtype, param_dtype=self.param_dtype, name="conv",
+        )  # fmt: skip
+        # The channels become a length-C sequence with one feature, as in PyTorch's view.
+        w = conv(global_avg_pool(x).reshape(x.shape[0], self.channels, 1))
+        return x * nn.sigmoid(w).reshape(x.shape[0], 1, 1, self.channels).astype(x.dtype)
+
+
+def make_attention(
+    attn: str | None,
+    channels: int,
+    reduction: int = 16,
+    *,
+    dtype: Dtype = None,
+    param_dtype: Dtype = jnp.float32,
+) -> nn.Module | None:
+    """The channel attention named ``attn`` (``"se"``, ``"eca"``, ``None``/``"none"``)."""
+    dt = {"dtype": dtype, "param_dtype": param_dtype}
+    if attn == "se":
+        return SEBlock(channels, reduction=reduction, **dt)
+    if attn == "eca":
+        return ECABlock(channels, **dt)
+    if attn in (None, "none"):
+        return None
+    raise ValueError(f"unknown attention {attn!r}; expected one of {ATTENTIONS} or None")

@@ -23,6 +23,7 @@ class SEResNetTiny(nn.Module):
     n: int = 2
     reduction: int = 16
     preact: bool = False
+    attn: str | None = "se"
     dtype: Dtype = None
     param_dtype: Dtype = jnp.float32
 
@@ -31,7 +32,7 @@ class SEResNetTiny(nn.Module):
         self.stem = [conv2d(self.in_ch, self.base, 3, padding=1, **dt), BatchNorm(**dt), nn.silu]
         block = SEResBlockPreAct if self.preact else SEResBlockPostAct
         ch1, ch2, ch3 = self.base, self.base * 2, self.base * 4
-        stage = dict(n_blocks=self.n, reduction=self.reduction, **dt)
+        stage = dict(n_blocks=self.n, reduction=self.reduction, attn=self.attn, **dt)
         self.stage1 = make_stage(block, ch1, ch1, first_stride=1, **stage)
         self.stage2 = make_stage(block, ch1, ch2, first_stride=2, **stage)
         self.stage3 = make_stage(block, ch2, ch3, first_stride=2, **stage)

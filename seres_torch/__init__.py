@@ -4,11 +4,12 @@ Layout is PyTorch's NCHW. This package never imports ``seres_jax``.
 """
 
 from .blocks import SEResBlockPostAct, SEResBlockPreAct, make_stage
-from .layers import ConvBNAct, SEBlock, count_params
+from .layers import ConvBNAct, ECABlock, SEBlock, count_params
 from .models import SEResNetTiny
 
 __all__ = [
     "ConvBNAct",
+    "ECABlock",
     "SEBlock",
     "SEResBlockPostAct",
     "SEResBlockPreAct",

@@ -2,6 +2,8 @@
 
 SE is applied at the end of the residual branch, just before the skip is added; the skip is the
 identity, or a strided 1×1 projection whenever the stride or the channel count changes.
+``attn`` swaps the channel attention (``"se"``, the default, ``"eca"`` or ``None``); it is
+kept under the attribute ``se`` whatever it is, as timm does.
 Attribute names are the notebook's and fix the ``state_dict`` keys.
 """
 
@@ -13,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import ConvBNAct, SEBlock
+from .layers import ConvBNAct, make_attention
 
 
 def _needs_projection(cin: int, cout: int, stride: int) -> bool:
@@ -27,14 +29,16 @@ class SEResBlockPostAct(nn.Module):
     ``proj.{0,1}`` (1×1 conv, BatchNorm).
     """
 
-    def __init__(self, cin: int, cout: int, stride: int = 1, reduction: int = 16) -> None:
+    def __init__(
+        self, cin: int, cout: int, stride: int = 1, reduction: int = 16, attn: str | None = "se"
+    ) -> None:
         super().__init__()
         self.conv1 = ConvBNAct(cin, cout, k=3, s=stride, p=1, act="silu")
         self.conv2 = nn.Sequential(
             nn.Conv2d(cout, cout, 3, padding=1, bias=False),
             nn.BatchNorm2d(cout),
         )
-        self.se = SEBlock(cout, reduction=reduction)
+        self.se = make_attention(attn, cout, reduction)
         self.proj = None
         if _needs_projection(cin, cout, stride):
             self.proj = nn.Sequential(
@@ -45,7 +49,9 @@ class SEResBlockPostAct(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         skip = x if self.proj is None else self.proj(x)
-        y = self.se(self.conv2(self.conv1(x)))
+        y = self.conv2(self.conv1(x))
+        if self.se is not None:
+            y = self.se(y)
         return self.out_act(y + skip)
 
 
@@ -56,13 +62,15 @@ class SEResBlockPreAct(nn.Module):
     (a bare 1×1 conv applied to the block's raw input, as in the notebook).
     """
 
-    def __init__(self, cin: int, cout: int, stride: int = 1, reduction: int = 16) -> None:
+    def __init__(
+        self, cin: int, cout: int, stride: int = 1, reduction: int = 16, attn: str | None = "se"
+    ) -> None:
         super().__init__()
         self.bn1 = nn.BatchNorm2d(cin)
         self.conv1 = nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(cout)
         self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=False)
-        self.se = SEBlock(cout, reduction=reduction)
+        self.se = make_attention(attn, cout, reduction)
         self.proj = None
         if _needs_projection(cin, cout, stride):
             self.proj = nn.Conv2d(cin, cout, 1, stride=stride, bias=False)
@@ -71,7 +79,9 @@ class SEResBlockPreAct(nn.Module):
         skip = x if self.proj is None else self.proj(x)
         y = self.conv1(F.silu(self.bn1(x)))
         y = self.conv2(F.silu(self.bn2(y)))
-        return self.se(y) + skip
+        if self.se is not None:
+            y = self.se(y)
+        return y + skip
 
 
 def make_stage(

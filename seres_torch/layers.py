@@ -1,4 +1,4 @@
-"""PyTorch layers of the reference design: squeeze-and-excitation and conv → BN → activation.
+"""PyTorch layers of the reference design: channel attention (SE, ECA) and conv → BN → act.
 
 These are the notebook's definitions (``../shared/seed/se_residual_notebook.txt``) with PEP 8 names.
 Attribute names and registration order are part of the checkpoint format: they fix the
@@ -8,10 +8,13 @@ saved from the notebook's classes loads here with ``strict=True``. Do not rename
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
 ACTIVATIONS = ("silu", "relu")
+ATTENTIONS = ("se", "eca", "none")
 
 
 def count_params(module: nn.Module) -> int:
@@ -63,3 +66,37 @@ class ConvBNAct(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.act(self.bn(self.conv(x)))
+
+
+def eca_kernel_size(channels: int, gamma: int = 2, beta: int = 1) -> int:
+    """ECA's odd kernel size for ``channels``: ``|log2(C) + beta| / gamma``, rounded down,
+    bumped to odd, at least 3 (timm's ``EcaModule``)."""
+    t = int(abs(math.log2(channels) + beta) / gamma)
+    return max(t if t % 2 else t + 1, 3)
+
+
+class ECABlock(nn.Module):
+    """Efficient channel attention: global average pool, a bias-free 1-D convolution across
+    channels, sigmoid gate (timm's ``EcaModule``; key ``conv.weight``, shape ``(1, 1, k)``)."""
+
+    def __init__(
+        self, channels: int, kernel_size: int | None = None, gamma: int = 2, beta: int = 1
+    ) -> None:
+        super().__init__()
+        k = kernel_size or eca_kernel_size(channels, gamma, beta)
+        self.conv = nn.Conv1d(1, 1, kernel_size=k, padding=(k - 1) // 2, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.conv(x.mean((2, 3)).view(x.shape[0], 1, -1))
+        return x * torch.sigmoid(w).view(x.shape[0], -1, 1, 1)
+
+
+def make_attention(attn: str | None, channels: int, reduction: int = 16) -> nn.Module | None:
+    """The channel attention named ``attn`` (``"se"``, ``"eca"``, ``None``/``"none"``)."""
+    if attn == "se":
+        return SEBlock(channels, reduction=reduction)
+    if attn == "eca":
+        return ECABlock(channels)
+    if attn in (None, "none"):
+        return None
+    raise ValueError(f"unknown attention {attn!r}; expected one of {ATTENTIONS} or None")

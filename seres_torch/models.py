@@ -13,6 +13,7 @@ class SEResNetTiny(nn.Module):
 
     Keys: ``stem.{0,1}``, ``stage{1,2,3}.{i}.*``, ``head.0`` (BatchNorm), ``fc`` (Linear).
     Parameter counts for the notebook's defaults: 702,986 (post-act) and 702,410 (``preact=True``).
+    ``attn`` picks the blocks' channel attention: ``"se"`` (the notebook's), ``"eca"`` or ``None``.
     """
 
     def __init__(
@@ -23,6 +24,7 @@ class SEResNetTiny(nn.Module):
         n: int = 2,
         reduction: int = 16,
         preact: bool = False,
+        attn: str | None = "se",
     ) -> None:
         super().__init__()
         self.stem = nn.Sequential(
@@ -32,9 +34,15 @@ class SEResNetTiny(nn.Module):
         )
         block = SEResBlockPreAct if preact else SEResBlockPostAct
         ch1, ch2, ch3 = base, base * 2, base * 4
-        self.stage1 = make_stage(block, ch1, ch1, n_blocks=n, first_stride=1, reduction=reduction)
-        self.stage2 = make_stage(block, ch1, ch2, n_blocks=n, first_stride=2, reduction=reduction)
-        self.stage3 = make_stage(block, ch2, ch3, n_blocks=n, first_stride=2, reduction=reduction)
+        self.stage1 = make_stage(
+            block, ch1, ch1, n_blocks=n, first_stride=1, reduction=reduction, attn=attn
+        )
+        self.stage2 = make_stage(
+            block, ch1, ch2, n_blocks=n, first_stride=2, reduction=reduction, attn=attn
+        )
+        self.stage3 = make_stage(
+            block, ch2, ch3, n_blocks=n, first_stride=2, reduction=reduction, attn=attn
+        )
         self.head = nn.Sequential(
             nn.BatchNorm2d(ch3),
             nn.SiLU(inplace=True),
