@@ -2,12 +2,19 @@
 
 Float32 comparisons run with ``jax_default_matmul_precision="highest"`` and TF32 off in torch
 (see ``seres_jax.parity`` for the tolerance policy). The JAX side of every parity test runs
-on each platform JAX offers: the CPU always, a GPU or TPU when present.
+on each platform JAX offers: the CPU always, a GPU or TPU when present. Under pytest-xdist
+(``-n 2``) each worker reports its worst errors to a file the controller merges.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import tempfile
+from pathlib import Path
+
+# Workers share an accelerator: take GPU memory as needed, not 75 % each up front.
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 import jax
 import pytest
@@ -45,12 +52,31 @@ def jax_device(request: pytest.FixtureRequest) -> jax.Device:
     return request.param
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    if not hasattr(config, "workerinput"):  # the controller (or a run without xdist)
+        os.environ["SERES_WORST_DIR"] = tempfile.mkdtemp(prefix="seres-worst-")
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    from .helpers import WORST
+
+    worker = getattr(session.config, "workerinput", {}).get("workerid")
+    if worker and WORST:
+        Path(os.environ["SERES_WORST_DIR"], f"{worker}.json").write_text(json.dumps(WORST))
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     from .helpers import WORST
 
-    if not WORST:
+    merged = {label: dict(kinds) for label, kinds in WORST.items()}
+    for path in Path(os.environ.get("SERES_WORST_DIR", "")).glob("*.json"):
+        for label, kinds in json.loads(path.read_text()).items():
+            into = merged.setdefault(label, {})
+            for kind, err in kinds.items():
+                into[kind] = max(into.get(kind, 0.0), err)
+    if not merged:
         return
     terminalreporter.section("worst parity errors (relative to the reference's max-abs)")
-    for label, worst in sorted(WORST.items()):
+    for label, worst in sorted(merged.items()):
         cells = ", ".join(f"{kind} {err:.2e}" for kind, err in worst.items())
         terminalreporter.write_line(f"{label}: {cells}")

@@ -86,21 +86,6 @@ def test_wrapped_and_prefixed_state_dicts_are_unwrapped(tmp_path):
         _assert_bit_exact(load_checkpoint(path).to_state_dict(), original)
 
 
-def test_training_checkpoints_are_readable(tmp_path):
-    """`seres train`'s orbax checkpoints (a CheckpointManager of a TrainState) convert."""
-    from seres_jax.data import load_synthetic
-    from seres_jax.registry import build_flax
-    from seres_jax.train import TrainConfig, fit
-
-    data = load_synthetic(num_train=32, num_test=8, image_shape=(8, 8, 1))
-    result = fit(build_flax(ARCH), data, TrainConfig(epochs=1, batch_size=16), workdir=tmp_path)
-    for path in (tmp_path / "checkpoints", tmp_path / "checkpoints" / "2"):
-        variables = load_checkpoint(path).to_variables()
-        np.testing.assert_array_equal(
-            variables["params"]["fc"]["kernel"], np.asarray(result.state.params["fc"]["kernel"])
-        )
-
-
 # --------------------------------------------------------------------------- seres convert
 
 

@@ -18,7 +18,7 @@ from .helpers import assert_parity, nchw_input
 
 
 @pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
-@pytest.mark.parametrize("preact", [False, True], ids=["post", "pre"])
+@pytest.mark.parametrize("preact", [True], ids=["pre"])  # post-act: test_notebook, full size
 def test_tiny_parity_cifar_size(preact, train, jax_device):
     tm = randomize_batchnorm(st.SEResNetTiny(preact=preact), seed=4)
     fm = sj.SEResNetTiny(preact=preact)
@@ -57,8 +57,9 @@ def test_parameter_counts_match_torch(kw):
     torch_to_flax(st.SEResNetTiny(**kw).state_dict(), shapes)
 
 
-@pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
-@pytest.mark.parametrize("preact", [False, True], ids=["post", "pre"])
+@pytest.mark.parametrize(
+    ("preact", "train"), [(False, True), (True, False)], ids=["post-train", "pre-eval"]
+)
 def test_bfloat16_compute_against_float32_reference(preact, train, jax_device):
     tm = randomize_batchnorm(st.SEResNetTiny(base=16, preact=preact), seed=6)
     fm = sj.SEResNetTiny(base=16, preact=preact, dtype=jnp.bfloat16)

@@ -102,7 +102,7 @@ def test_seres_parity_names_the_planted_fault_and_fails(notebook_checkpoint, tmp
 
 
 def test_seres_parity_without_checkpoint_uses_seeded_random_weights(capsys):
-    assert main(["parity", "--arch", ARCH, "--image-size", "8", "--batch-size", "2"]) == 0
+    assert main(["parity", "--arch", ARCH, "--image-size", "8"]) == 0
     assert "parity holds" in capsys.readouterr().out
 
 

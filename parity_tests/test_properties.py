@@ -53,7 +53,7 @@ def _check(case: dict, device: object) -> None:
     assert_parity(result)
 
 
-@settings(max_examples=12, **COMMON)
+@settings(max_examples=6, **COMMON)
 @given(case=block_cases())
 def test_random_block_configurations(case, jax_device):
     _check(case, jax_device)

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 import seres_torch as st
+from seres_torch.resnet import create_model
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -17,7 +18,11 @@ def test_readme_usage_example_runs(tmp_path, monkeypatch):
     assert blocks, "the README has no Python example"
     monkeypatch.chdir(tmp_path)
     torch.save(st.SEResNetTiny().state_dict(), "se_resnet_tiny.pt")
+    torch.save(create_model("seresnet50").state_dict(), "seresnet50.pth")
+    namespaces = []
     for block in blocks:
-        namespace: dict = {}
-        exec(compile(block, str(README), "exec"), namespace)
-    assert list(namespace["torch_state"]) == list(namespace["state_dict"])
+        namespaces.append({})
+        exec(compile(block, str(README), "exec"), namespaces[-1])
+    conversion, zoo = namespaces
+    assert list(conversion["torch_state"]) == list(conversion["state_dict"])
+    assert zoo["variables"]["params"]["fc"]["kernel"].shape == (2048, 1000)

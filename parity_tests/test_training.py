@@ -15,6 +15,7 @@ import safetensors.torch
 
 from seres_cli.main import main
 from seres_jax.data import Dataset, load_synthetic
+from seres_jax.formats import load_checkpoint
 from seres_jax.registry import build_flax, build_torch
 from seres_jax.train import TrainConfig, fit
 
@@ -107,6 +108,10 @@ def test_resume_continues_the_same_trajectory(tmp_path):
     jax.tree.map(np.testing.assert_array_equal, a, b)
     kept = sorted(int(p.name) for p in (tmp_path / "resumed" / "checkpoints").iterdir())
     assert kept == [9, 10]
+    # `seres convert` reads these checkpoints: the manager's root (latest step) or a step.
+    for path in ("checkpoints", "checkpoints/10"):
+        loaded = load_checkpoint(tmp_path / "resumed" / path).to_variables()
+        jax.tree.map(np.testing.assert_array_equal, loaded, b)
 
 
 @pytest.mark.parametrize(

@@ -169,7 +169,7 @@ def _plot(history: list[dict[str, Any]], path: Path) -> None:
 
 def _train(args: argparse.Namespace) -> int:
     from seres_jax.data import load_dataset
-    from seres_jax.registry import build_flax, parse_arch
+    from seres_jax.registry import MODELS, build_flax, parse_arch
     from seres_jax.train import TrainConfig, fit, initialize_distributed, make_mesh
 
     if args.export is not None and args.export.suffix != ".safetensors":
@@ -177,9 +177,10 @@ def _train(args: argparse.Namespace) -> int:
     if args.resume and args.workdir is None:
         raise UsageError("--resume needs --workdir")
     initialize_distributed()
-    _, overrides = parse_arch(args.model)  # validates the name before the data is loaded
+    name, overrides = parse_arch(args.model)  # validates the name before the data is loaded
     dataset = load_dataset(args.dataset, data_dir=args.data_dir, seed=args.seed)
-    arch_defaults = {"in_ch": dataset.image_shape[-1], "num_classes": dataset.num_classes}
+    channels_arg = MODELS[name].in_channels_arg
+    arch_defaults = {channels_arg: dataset.image_shape[-1], "num_classes": dataset.num_classes}
     model = build_flax(args.model, **{**arch_defaults, **overrides})
     augment = args.dataset == "cifar10" if args.augment is None else args.augment
     fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"augment"}
@@ -302,7 +303,7 @@ def _parity(args: argparse.Namespace) -> int:
     jax.config.update("jax_default_matmul_precision", "highest")
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
-    _, arguments = model_config(args.arch)
+    spec, arguments = model_config(args.arch)
     try:
         device = jax.devices(args.device)[0] if args.device else None
     except RuntimeError:
@@ -316,7 +317,7 @@ def _parity(args: argparse.Namespace) -> int:
     else:
         randomize_batchnorm(torch_model, args.seed)
     variables = load_checkpoint(args.against).to_variables(template) if args.against else None
-    shape = (args.batch_size, arguments["in_ch"], args.image_size, args.image_size)
+    shape = (args.batch_size, arguments[spec.in_channels_arg], args.image_size, args.image_size)
     x = np.random.default_rng(args.seed).standard_normal(shape).astype(np.float32)
     report = parity_report(
         torch_model, build_flax(args.arch), x, variables=variables, arch=args.arch,

@@ -107,13 +107,14 @@ class BatchNorm(nn.Module):
 
     momentum: float = 0.1
     epsilon: float = 1e-5
+    scale_init: Initializer = nn.initializers.ones  # zeros: a residual branch's last BN
     dtype: Dtype = None
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         features = x.shape[-1]
-        scale = self.param("scale", nn.initializers.ones, (features,), self.param_dtype)
+        scale = self.param("scale", self.scale_init, (features,), self.param_dtype)
         bias = self.param("bias", nn.initializers.zeros, (features,), self.param_dtype)
         # Stored in param_dtype, as PyTorch's buffers follow the module's dtype.
         stat_dtype = self.param_dtype

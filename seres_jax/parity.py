@@ -127,11 +127,19 @@ class _TorchRun:
 
 
 def _torch_side(
-    module: torch.nn.Module, x: np.ndarray, cotangent: np.ndarray, train: bool, capture: bool
+    module: torch.nn.Module,
+    x: np.ndarray,
+    cotangent: np.ndarray,
+    train: bool,
+    capture: bool,
+    dtype: torch.dtype | None = None,
 ) -> _TorchRun:
     import torch
 
     module = copy.deepcopy(module).train(train)
+    if dtype is not None:
+        module = module.to(dtype)
+        x, cotangent = x.astype(np.float64), cotangent.astype(np.float64)
     activations: list[tuple[str, str, np.ndarray]] = []
 
     def hook(name: str) -> Callable[..., None]:
@@ -193,6 +201,7 @@ def compare_modules(
     device: jax.Device | None = None,
     variables: Mapping[str, Any] | None = None,
     layers: bool = False,
+    reference_dtype: torch.dtype | None = None,
 ) -> ParityResult:
     """Run ``x`` (NCHW, float32) through both modules with ``torch_module``'s weights.
 
@@ -201,6 +210,7 @@ def compare_modules(
     The JAX side runs on ``device`` (default: JAX's default device) with ``variables``
     (default: ``torch_module``'s state converted). ``layers=True`` also compares every
     layer's output (``ParityResult.layers``), from the same forward pass.
+    ``reference_dtype=torch.float64`` runs PyTorch in float64: the error is then JAX's own.
     """
     x = np.asarray(x, dtype=np.float32)
     mutable = ["batch_stats", "intermediates"] if layers else ["batch_stats"]
@@ -235,7 +245,7 @@ def compare_modules(
             jax.jit(vjp)(params, batch_stats, _to_nhwc(x), cotangent_j)
         )
 
-    ref = _torch_side(torch_module, x, cotangent_t, train, capture=layers)
+    ref = _torch_side(torch_module, x, cotangent_t, train, layers, reference_dtype)
     grads_j = flax_to_state_dict({"params": gp_j})
     if set(grads_j) != set(ref.grads):
         raise AssertionError(

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import flax.linen as nn
 
 from .models import SEResNetTiny
+from .resnet import ZOO, SEResNet
 
 if TYPE_CHECKING:
     import torch
@@ -33,9 +34,10 @@ class ModelSpec:
     """A registered architecture: the Flax class, the PyTorch class name, fixed arguments."""
 
     flax_cls: type[nn.Module]
-    torch_cls: str
+    torch_cls: str  # attribute path in seres_torch, e.g. "resnet.SEResNet"
     defaults: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""
+    in_channels_arg: str = "in_ch"  # the constructor argument for image channels
 
     def arguments(self) -> dict[str, Any]:
         """Constructor arguments with their defaults (those the arch string may override)."""
@@ -53,6 +55,10 @@ MODELS: dict[str, ModelSpec] = {
     "seresnet_tiny_preact": ModelSpec(
         SEResNetTiny, "SEResNetTiny", {"preact": True}, "the same with pre-activation blocks"
     ),
+    **{
+        name: ModelSpec(SEResNet, "resnet.SEResNet", defaults, f"timm's {name}", "in_chans")
+        for name, defaults in ZOO.items()
+    },
 }
 
 
@@ -105,9 +111,13 @@ def build_flax(arch: str, dtype: Any = None, **overrides: Any) -> nn.Module:
 def build_torch(arch: str, **overrides: Any) -> torch.nn.Module:
     """The ``seres_torch`` twin of ``build_flax(arch, **overrides)``."""
     import seres_torch
+    import seres_torch.resnet
 
     spec, arguments = model_config(arch, **overrides)
-    return getattr(seres_torch, spec.torch_cls)(**arguments)
+    cls: Any = seres_torch
+    for part in spec.torch_cls.split("."):
+        cls = getattr(cls, part)
+    return cls(**arguments)
 
 
 def variables_template(arch: str, param_dtype: Any = None, **overrides: Any) -> Any:
@@ -119,5 +129,5 @@ def variables_template(arch: str, param_dtype: Any = None, **overrides: Any) -> 
     spec, arguments = model_config(arch, **overrides)
     extra = {"param_dtype": param_dtype} if param_dtype is not None else {}
     model = spec.flax_cls(**arguments, **extra)
-    image = jnp.zeros((1, 16, 16, arguments.get("in_ch", 3)), jnp.float32)
+    image = jnp.zeros((1, 16, 16, arguments[spec.in_channels_arg]), jnp.float32)
     return jax.eval_shape(model.init, jax.random.key(0), image)

@@ -1,0 +1,131 @@
+"""The timm-layout SE-ResNet / SE-ResNeXt zoo: counts, keys and parity (reduced widths in the
+default suite, full size behind ``-m slow``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+
+import seres_jax as sj
+from seres_jax import resnet as jr
+from seres_jax.convert import flax_to_torch, torch_to_flax
+from seres_jax.parity import compare_modules, randomize_batchnorm
+from seres_torch import count_params
+from seres_torch import resnet as tr
+
+from .helpers import assert_parity, nchw_input
+
+# timm's own key names, shapes and dtypes of each model (1000 classes), recorded from
+# `timm.create_model(name).state_dict()` (see the README's timm section).
+FIXTURE = json.loads((Path(__file__).parent / "fixtures" / "timm_zoo.json").read_text())
+TIMM = FIXTURE["models"]
+# Reduced widths keep each family's structure (block type, groups, deep stem, avg-down).
+SMALL = dict(channels=(16, 32, 64, 128), stem_width=8, num_classes=10)
+SMALL_CASES = {
+    "seresnet18": dict(SMALL, layers=(1, 1, 1, 1)),
+    "seresnext26d_32x4d": dict(SMALL, layers=(1, 1, 1, 1), cardinality=4),
+}
+# Heavier structural variants, behind `-m slow`.
+SLOW_CASES = {
+    "seresnet50": dict(SMALL, layers=(1, 2, 1, 1)),
+    "seresnext50_32x4d-eca": dict(SMALL, layers=(1, 1, 1, 1), cardinality=4, attn="eca"),
+}
+
+
+def test_zoo_definitions_mirror_each_other():
+    assert tr.ZOO == jr.ZOO
+
+
+def test_fixture_covers_the_zoo():
+    assert set(TIMM) == set(tr.ZOO)
+    assert TIMM["seresnet50"]["params"] == 28_088_024
+    assert len(TIMM["seresnet50"]["state_dict"]) == 384
+
+
+@pytest.mark.parametrize("name", sorted(TIMM))
+def test_keys_shapes_and_counts_match_timm(name):
+    model = tr.create_model(name)
+    ours = [
+        [k, list(v.shape), str(v.dtype).removeprefix("torch.")]
+        for k, v in model.state_dict().items()
+    ]
+    assert ours == TIMM[name]["state_dict"]  # same keys, in timm's order, same shapes and dtypes
+    assert count_params(model) == TIMM[name]["params"]
+    flax_model = jr.create_model(name)
+    shapes = jax.eval_shape(flax_model.init, jax.random.key(0), jnp.zeros((1, 64, 64, 3)))
+    assert sj.count_params(shapes) == TIMM[name]["params"]
+    torch_to_flax(model.state_dict(), shapes)  # strict: every key, shape and dtype
+
+
+def test_seresnet50_key_layout():
+    keys = list(tr.create_model("seresnet50").state_dict())
+    assert keys[:2] == ["conv1.weight", "bn1.weight"]
+    for key in ["layer1.0.se.fc1.weight", "layer1.0.se.fc2.bias", "layer1.0.downsample.0.weight",
+                "layer1.0.downsample.1.running_var", "layer4.2.bn3.num_batches_tracked",
+                "fc.weight"]:  # fmt: skip
+        assert key in keys
+    assert tr.create_model("seresnet50").state_dict()["layer1.0.se.fc1.weight"].shape == (
+        16,
+        256,
+        1,
+        1,
+    )  # make_divisible(256 / 16, 8)
+    d_keys = tr.create_model("seresnext26d_32x4d").state_dict()
+    assert "conv1.6.weight" in d_keys and "layer2.0.downsample.1.weight" in d_keys
+    assert "layer2.0.downsample.0.weight" not in d_keys  # index 0 is the average pool
+
+
+def test_zero_init_last_bn_in_both():
+    model = tr.create_model("seresnet18", **SMALL_CASES["seresnet18"])
+    assert torch.all(model.layer1[0].bn2.weight == 0)
+    assert torch.all(model.layer1[0].bn1.weight == 1)
+    for block, last in ((jr.BasicBlock(8, 8), "bn2"), (jr.Bottleneck(8, 2), "bn3")):
+        key = jax.random.key(0, impl="rbg")  # threefry's init compiles slowly on the CPU
+        params = jax.jit(block.init)(key, jnp.zeros((1, 4, 4, 8)))["params"]
+        assert np.all(np.asarray(params[last]["scale"]) == 0)
+        assert np.all(np.asarray(params["bn1"]["scale"]) == 1)
+
+
+def _check_reduced(case, cases, train, device):
+    name = case.split("-")[0]
+    tm = randomize_batchnorm(tr.create_model(name, **cases[case]), seed=5)
+    fm = jr.create_model(name, **cases[case])
+    x = nchw_input((2, 3, 35, 35), seed=2)  # odd sizes: ceil-mode average-pool downsampling
+    assert_parity(compare_modules(tm, fm, x, train=train, device=device))
+
+
+@pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
+@pytest.mark.parametrize("case", sorted(SMALL_CASES))
+def test_reduced_zoo_parity(case, train, jax_device):
+    _check_reduced(case, SMALL_CASES, train, jax_device)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
+@pytest.mark.parametrize("case", sorted(SLOW_CASES))
+def test_reduced_zoo_parity_more_variants(case, train, jax_device):
+    _check_reduced(case, SLOW_CASES, train, jax_device)
+
+
+def test_round_trip_loads_strictly_into_torch():
+    model = randomize_batchnorm(tr.create_model("seresnext26d_32x4d", **SMALL), seed=1)
+    back = flax_to_torch(torch_to_flax(model.state_dict()), model)
+    fresh = tr.create_model("seresnext26d_32x4d", **SMALL)
+    fresh.load_state_dict(back, strict=True)
+    for key, value in model.state_dict().items():
+        assert torch.equal(fresh.state_dict()[key], value), key
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["seresnet50", "seresnext26d_32x4d"])
+def test_full_size_parity(name):
+    tm = randomize_batchnorm(tr.create_model(name), seed=3)
+    x = nchw_input((2, 3, 64, 64), seed=1)
+    for train in (False, True):
+        assert_parity(compare_modules(tm, jr.create_model(name), x, train=train))

@@ -1,0 +1,115 @@
+"""Compatibility with timm itself: timm's models load into seres_torch and seres_jax and
+compute the same thing, and timm → Flax → timm round-trips bit-exactly.
+
+Runs whenever timm is importable (see the README's "timm" section for that environment) and is
+skipped otherwise. Reduced widths by default; full-size models behind ``-m slow``.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+
+from seres_jax import resnet as jr
+from seres_jax.convert import flax_to_torch, torch_to_flax
+from seres_jax.parity import compare_modules, randomize_batchnorm, relative_error
+from seres_torch import resnet as tr
+
+from .helpers import assert_parity, nchw_input
+
+timm = pytest.importorskip(
+    "timm", reason="timm is not installed (it needs a torchvision matching torch; see README)"
+)
+
+REDUCED = dict(channels=(16, 32, 64, 128), stem_width=8, num_classes=10)
+CASES = {
+    "seresnet18": dict(REDUCED, layers=(1, 1, 1, 1)),
+    "seresnet50": dict(REDUCED, layers=(1, 1, 1, 1)),
+    "seresnext26d_32x4d": dict(REDUCED, layers=(1, 1, 1, 1), cardinality=4),
+}
+
+
+def _timm_model(name: str, **kwargs: object) -> torch.nn.Module:
+    return randomize_batchnorm(timm.create_model(name, pretrained=False, **kwargs), seed=4)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_timm_weights_run_in_seres_torch_unchanged(name):
+    reference = _timm_model(name, **CASES[name])
+    ours = tr.create_model(name, **CASES[name])
+    ours.load_state_dict(reference.state_dict(), strict=True)
+    x = torch.from_numpy(nchw_input((2, 3, 35, 35), seed=1))
+    for train in (False, True):
+        reference.train(train)
+        ours.train(train)
+        torch.testing.assert_close(ours(x.clone()), reference(x.clone()), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_timm_weights_run_in_seres_jax(name, train):
+    reference = _timm_model(name, **CASES[name])
+    flax_model = jr.create_model(name, **CASES[name])
+    shapes = jax.eval_shape(flax_model.init, jax.random.key(0), jnp.zeros((1, 35, 35, 3)))
+    variables = torch_to_flax(reference.state_dict(), shapes)  # strict
+    x = nchw_input((2, 3, 35, 35), seed=2)
+    result = compare_modules(reference, flax_model, x, train=train, variables=variables)
+    assert_parity(result, label="fp32 vs timm")
+
+
+@pytest.mark.parametrize("name", sorted(jr.ZOO))
+def test_timm_state_dict_round_trips_bit_exactly(name):
+    reference = timm.create_model(name, pretrained=False)
+    state = reference.state_dict()
+    back = flax_to_torch(torch_to_flax(state), reference)
+    assert list(back) == list(state)
+    for key, value in state.items():
+        assert back[key].dtype == value.dtype and torch.equal(back[key], value), key
+    reference.load_state_dict(back, strict=True)
+
+
+def _torch_fp32_error(model: torch.nn.Module, x, train: bool, seed: int = 0) -> dict[str, float]:
+    """How far PyTorch's own float32 run is from its float64 run (same cotangent as
+    ``compare_modules``): the yardstick for a deep network's rounding."""
+    runs = {}
+    for dtype in (torch.float32, torch.float64):
+        m = copy.deepcopy(model).to(dtype).train(train)
+        xt = torch.from_numpy(x).to(dtype).requires_grad_(True)
+        out = m(xt)
+        ct = np.random.default_rng(seed).standard_normal(tuple(out.shape))
+        out.backward(torch.from_numpy(ct).to(dtype))
+        runs[dtype] = (out, xt.grad, {k: p.grad for k, p in m.named_parameters()})
+    (o32, g32, p32), (o64, g64, p64) = runs[torch.float32], runs[torch.float64]
+
+    def err(a: torch.Tensor, b: torch.Tensor) -> float:
+        return relative_error(a.detach().double().numpy(), b.detach().double().numpy())
+
+    return {
+        "output": err(o32, o64),
+        "input_grad": err(g32, g64),
+        "param_grad": max(err(p32[k], p64[k]) for k in p32),
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["seresnet50", "seresnext50_32x4d", "seresnext26d_32x4d"])
+def test_full_size_timm_parity(name):
+    """Full size, 50 layers deep: float32 rounding compounds far past the small models' gates
+    (PyTorch float32 vs float64 differ by up to ~5e-2 in some gradients of a randomly
+    initialised SE-ResNet-50), so JAX float32 is measured against PyTorch float64 and must be
+    about as accurate as PyTorch float32 is: within 10x its error (plus 1e-6)."""
+    reference = _timm_model(name)
+    x = nchw_input((4, 3, 96, 96), seed=3)
+    for train in (False, True):
+        ours = compare_modules(
+            reference, jr.create_model(name), x, train=train, reference_dtype=torch.float64
+        ).worst()
+        theirs = _torch_fp32_error(reference, x, train)
+        print(name, "train" if train else "eval", "jax", ours, "torch fp32", theirs)
+        for kind, err in theirs.items():
+            assert ours[kind] <= 10 * err + 1e-6, (kind, ours[kind], err)
