@@ -62,6 +62,13 @@ def _downsample(cin: int, cout: int, stride: int, avg_down: bool) -> nn.Sequenti
     return nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout))
 
 
+def _attend_and_add(block: nn.Module, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """A residual branch's end: attention (if any), then the shortcut (projected if needed)."""
+    if block.se is not None:
+        y = block.se(y)
+    return y + (x if block.downsample is None else block.downsample(x))
+
+
 class BasicBlock(nn.Module):
     """conv3×3(stride)-BN-ReLU → conv3×3-BN → attention → + shortcut → ReLU."""
 
@@ -94,10 +101,7 @@ class BasicBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.bn2(self.conv2(self.act1(self.bn1(self.conv1(x)))))
-        if self.se is not None:
-            y = self.se(y)
-        shortcut = x if self.downsample is None else self.downsample(x)
-        return self.act2(y + shortcut)
+        return self.act2(_attend_and_add(self, y, x))
 
 
 class Bottleneck(nn.Module):
@@ -139,10 +143,7 @@ class Bottleneck(nn.Module):
         y = self.act1(self.bn1(self.conv1(x)))
         y = self.act2(self.bn2(self.conv2(y)))
         y = self.bn3(self.conv3(y))
-        if self.se is not None:
-            y = self.se(y)
-        shortcut = x if self.downsample is None else self.downsample(x)
-        return self.act3(y + shortcut)
+        return self.act3(_attend_and_add(self, y, x))
 
 
 BLOCKS: dict[str, type[BasicBlock] | type[Bottleneck]] = {
