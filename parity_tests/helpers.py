@@ -52,3 +52,31 @@ def write_cifar10(
     for name, records in written.items():
         records.tofile(directory / name)
     return written
+
+
+def torch_bf16_error(model: Any, x: np.ndarray, seed: int = 0) -> dict[str, float]:
+    """How far PyTorch's own bfloat16 autocast (CPU) strays from its float32 run in eval mode,
+    with ``compare_modules``'s cotangent: the yardstick for a deep network in bfloat16."""
+    import copy
+
+    import torch
+
+    from seres_jax.parity import relative_error
+
+    runs = []
+    for enabled in (True, False):
+        m = copy.deepcopy(model).eval()
+        xt = torch.from_numpy(x.copy()).requires_grad_(True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled):
+            out = m(xt).float()
+        ct = np.random.default_rng(seed).standard_normal(tuple(out.shape)).astype(np.float32)
+        out.backward(torch.from_numpy(ct))
+        runs.append((out.detach().numpy(), xt.grad.numpy(), dict(m.named_parameters())))
+    (o16, g16, p16), (o32, g32, p32) = runs
+    return {
+        "output": relative_error(o16, o32),
+        "input_grad": relative_error(g16, g32),
+        "param_grad": max(
+            relative_error(p16[k].grad.float().numpy(), p32[k].grad.numpy()) for k in p32
+        ),
+    }

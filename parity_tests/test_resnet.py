@@ -19,7 +19,7 @@ from seres_jax.parity import compare_modules, randomize_batchnorm
 from seres_torch import count_params
 from seres_torch import resnet as tr
 
-from .helpers import assert_parity, nchw_input
+from .helpers import assert_parity, nchw_input, torch_bf16_error
 
 # timm's own key names, shapes and dtypes of each model (1000 classes), recorded from
 # `timm.create_model(name).state_dict()` (see the README's timm section).
@@ -129,3 +129,44 @@ def test_full_size_parity(name):
     x = nchw_input((2, 3, 64, 64), seed=1)
     for train in (False, True):
         assert_parity(compare_modules(tm, jr.create_model(name), x, train=train))
+
+
+@pytest.mark.parametrize("channels", [64, 256, 2048])
+def test_se_module_parity(channels, jax_device):
+    tm, fm = tr.SEModule(channels), jr.SEModule(channels)
+    assert (
+        tm.fc1.out_channels
+        == jr.make_divisible(channels / 16, 8)
+        == tr.make_divisible(channels / 16, 8)
+    )
+    x = nchw_input((2, channels, 3, 5), seed=channels)
+    assert_parity(compare_modules(tm, fm, x, train=False, device=jax_device))
+
+
+def test_bfloat16_compute_with_float32_parameters():
+    """The TPU setting: bfloat16 compute, float32 parameters and statistics. Through a deep
+    network bfloat16 gradients stray far more than SEResNetTiny's bounds (PyTorch's own
+    autocast: ~0.3 on the input gradient here), so JAX bfloat16 is held to PyTorch bfloat16's
+    accuracy: within 2x its error against the same float32 reference."""
+    kw = SMALL_CASES["seresnext26d_32x4d"]
+    tm = randomize_batchnorm(tr.create_model("seresnext26d_32x4d", **kw), seed=5)
+    fm = jr.create_model("seresnext26d_32x4d", dtype=jnp.bfloat16, **kw)
+    x = nchw_input((2, 3, 64, 64), seed=6)
+    ours = compare_modules(tm, fm, x, train=False).worst()
+    theirs = torch_bf16_error(tm, x)
+    for kind, err in theirs.items():
+        assert ours[kind] <= 2 * err + 1e-3, (kind, ours[kind], err)
+    variables = torch_to_flax(tm.state_dict())
+    _, updates = jax.jit(lambda v, x: fm.apply(v, x, train=True, mutable=["batch_stats"]))(
+        variables, jnp.ones((2, 32, 32, 3))
+    )
+    dtypes = {leaf.dtype for leaf in jax.tree.leaves(updates)}
+    assert dtypes == {jnp.dtype(jnp.float32), jnp.dtype(jnp.int32)}
+
+
+def test_registry_builds_the_zoo_for_the_cli():
+    from seres_jax.registry import build_torch, variables_template
+
+    template = variables_template("seresnet50:num_classes=10")
+    assert sj.count_params(template) == 26_059_514  # 28,088,024 - 2048 * 990 - 990
+    assert type(build_torch("seresnext26d_32x4d:num_classes=10")).__name__ == "SEResNet"
