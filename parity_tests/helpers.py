@@ -80,3 +80,32 @@ def torch_bf16_error(model: Any, x: np.ndarray, seed: int = 0) -> dict[str, floa
             relative_error(p16[k].grad.float().numpy(), p32[k].grad.numpy()) for k in p32
         ),
     }
+
+
+def torch_fp32_error(model: Any, x: np.ndarray, train: bool, seed: int = 0) -> dict[str, float]:
+    """How far PyTorch's own float32 run is from its float64 run (same cotangent as
+    ``compare_modules``): the yardstick for a deep network's rounding."""
+    import copy
+
+    import torch
+
+    from seres_jax.parity import relative_error
+
+    runs = {}
+    for dtype in (torch.float32, torch.float64):
+        m = copy.deepcopy(model).to(dtype).train(train)
+        xt = torch.from_numpy(x).to(dtype).requires_grad_(True)
+        out = m(xt)
+        ct = np.random.default_rng(seed).standard_normal(tuple(out.shape))
+        out.backward(torch.from_numpy(ct).to(dtype))
+        runs[dtype] = (out, xt.grad, {k: p.grad for k, p in m.named_parameters()})
+    (o32, g32, p32), (o64, g64, p64) = runs[torch.float32], runs[torch.float64]
+
+    def err(a: torch.Tensor, b: torch.Tensor) -> float:
+        return relative_error(a.detach().double().numpy(), b.detach().double().numpy())
+
+    return {
+        "output": err(o32, o64),
+        "input_grad": err(g32, g64),
+        "param_grad": max(err(p32[k], p64[k]) for k in p32),
+    }

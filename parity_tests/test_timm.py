@@ -7,20 +7,17 @@ skipped otherwise. Reduced widths by default; full-size models behind ``-m slow`
 
 from __future__ import annotations
 
-import copy
-
 import jax
 import jax.numpy as jnp
-import numpy as np
 import pytest
 import torch
 
 from seres_jax import resnet as jr
 from seres_jax.convert import flax_to_torch, torch_to_flax
-from seres_jax.parity import compare_modules, randomize_batchnorm, relative_error
+from seres_jax.parity import compare_modules, randomize_batchnorm
 from seres_torch import resnet as tr
 
-from .helpers import assert_parity, nchw_input
+from .helpers import assert_parity, nchw_input, torch_fp32_error
 
 timm = pytest.importorskip(
     "timm", reason="timm is not installed (it needs a torchvision matching torch; see README)"
@@ -73,29 +70,6 @@ def test_timm_state_dict_round_trips_bit_exactly(name):
     reference.load_state_dict(back, strict=True)
 
 
-def _torch_fp32_error(model: torch.nn.Module, x, train: bool, seed: int = 0) -> dict[str, float]:
-    """How far PyTorch's own float32 run is from its float64 run (same cotangent as
-    ``compare_modules``): the yardstick for a deep network's rounding."""
-    runs = {}
-    for dtype in (torch.float32, torch.float64):
-        m = copy.deepcopy(model).to(dtype).train(train)
-        xt = torch.from_numpy(x).to(dtype).requires_grad_(True)
-        out = m(xt)
-        ct = np.random.default_rng(seed).standard_normal(tuple(out.shape))
-        out.backward(torch.from_numpy(ct).to(dtype))
-        runs[dtype] = (out, xt.grad, {k: p.grad for k, p in m.named_parameters()})
-    (o32, g32, p32), (o64, g64, p64) = runs[torch.float32], runs[torch.float64]
-
-    def err(a: torch.Tensor, b: torch.Tensor) -> float:
-        return relative_error(a.detach().double().numpy(), b.detach().double().numpy())
-
-    return {
-        "output": err(o32, o64),
-        "input_grad": err(g32, g64),
-        "param_grad": max(err(p32[k], p64[k]) for k in p32),
-    }
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["seresnet50", "seresnext50_32x4d", "seresnext26d_32x4d"])
 def test_full_size_timm_parity(name):
@@ -109,7 +83,7 @@ def test_full_size_timm_parity(name):
         ours = compare_modules(
             reference, jr.create_model(name), x, train=train, reference_dtype=torch.float64
         ).worst()
-        theirs = _torch_fp32_error(reference, x, train)
+        theirs = torch_fp32_error(reference, x, train)
         print(name, "train" if train else "eval", "jax", ours, "torch fp32", theirs)
         for kind, err in theirs.items():
             assert ours[kind] <= 10 * err + 1e-6, (kind, ours[kind], err)
