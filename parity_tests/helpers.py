@@ -109,3 +109,20 @@ def torch_fp32_error(model: Any, x: np.ndarray, train: bool, seed: int = 0) -> d
         "input_grad": err(g32, g64),
         "param_grad": max(err(p32[k], p64[k]) for k in p32),
     }
+
+
+def assert_as_accurate_as_torch(torch_model: Any, flax_model: Any, x: np.ndarray) -> None:
+    """A deep network in both modes: JAX float32 against PyTorch float64 must stay within 10x
+    of PyTorch float32's own error (plus 1e-6); fixed gates do not hold at this depth."""
+    import torch
+
+    from seres_jax.parity import compare_modules
+
+    for train in (False, True):
+        ours = compare_modules(
+            torch_model, flax_model, x, train=train, reference_dtype=torch.float64
+        ).worst()
+        theirs = torch_fp32_error(torch_model, x, train)
+        print("train" if train else "eval", "jax", ours, "torch fp32", theirs)
+        for kind, err in theirs.items():
+            assert ours[kind] <= 10 * err + 1e-6, (kind, ours[kind], err)

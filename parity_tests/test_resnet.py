@@ -19,7 +19,7 @@ from seres_jax.parity import compare_modules, randomize_batchnorm
 from seres_torch import count_params
 from seres_torch import resnet as tr
 
-from .helpers import assert_parity, nchw_input, torch_bf16_error, torch_fp32_error
+from .helpers import assert_as_accurate_as_torch, assert_parity, nchw_input, torch_bf16_error
 
 # timm's own key names, shapes and dtypes of each model (1000 classes), recorded from
 # `timm.create_model(name).state_dict()` (see the README's timm section).
@@ -128,13 +128,7 @@ def test_full_size_parity(name):
     """Full size: held to PyTorch's own float32 accuracy against float64 (see test_timm)."""
     tm = randomize_batchnorm(tr.create_model(name), seed=3)
     x = nchw_input((4, 3, 96, 96), seed=1)
-    for train in (False, True):
-        ours = compare_modules(
-            tm, jr.create_model(name), x, train=train, reference_dtype=torch.float64
-        ).worst()
-        theirs = torch_fp32_error(tm, x, train)
-        for kind, err in theirs.items():
-            assert ours[kind] <= 10 * err + 1e-6, (kind, ours[kind], err)
+    assert_as_accurate_as_torch(tm, jr.create_model(name), x)
 
 
 @pytest.mark.parametrize("channels", [64, 256, 2048])

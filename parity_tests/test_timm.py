@@ -17,7 +17,7 @@ from seres_jax.convert import flax_to_torch, torch_to_flax
 from seres_jax.parity import compare_modules, randomize_batchnorm
 from seres_torch import resnet as tr
 
-from .helpers import assert_parity, nchw_input, torch_fp32_error
+from .helpers import assert_as_accurate_as_torch, assert_parity, nchw_input
 
 timm = pytest.importorskip(
     "timm", reason="timm is not installed (it needs a torchvision matching torch; see README)"
@@ -79,11 +79,4 @@ def test_full_size_timm_parity(name):
     about as accurate as PyTorch float32 is: within 10x its error (plus 1e-6)."""
     reference = _timm_model(name)
     x = nchw_input((4, 3, 96, 96), seed=3)
-    for train in (False, True):
-        ours = compare_modules(
-            reference, jr.create_model(name), x, train=train, reference_dtype=torch.float64
-        ).worst()
-        theirs = torch_fp32_error(reference, x, train)
-        print(name, "train" if train else "eval", "jax", ours, "torch fp32", theirs)
-        for kind, err in theirs.items():
-            assert ours[kind] <= 10 * err + 1e-6, (kind, ours[kind], err)
+    assert_as_accurate_as_torch(reference, jr.create_model(name), x)

@@ -402,7 +402,7 @@ def fit(
             for _ in range(skip):
                 next(batches)
             pending: list[dict[str, jax.Array]] = []
-            epoch_totals: list[dict[str, jax.Array]] = []
+            epoch_totals = np.zeros(3)  # host sums of loss, correct, count
             window_start = time.perf_counter()
             remaining = min(steps_per_epoch - skip, last_step - step)
             local = (_local_slice(b) for b in batches)
@@ -415,16 +415,17 @@ def fit(
                 if checkpoints and config.checkpoint_every and step % config.checkpoint_every == 0:
                     checkpoints.save(state)
                 if len(pending) == config.log_every or step == last_step:
-                    record = _summarise(pending, time.perf_counter() - window_start)
+                    window = _fetch_totals(pending)
+                    epoch_totals += window
+                    record = _rates(window, time.perf_counter() - window_start)
                     record.update(epoch=epoch, step=step, lr=float(schedule(step - 1)))
-                    epoch_totals += pending
                     pending = []
                     window_start = time.perf_counter()
                     if on_log:
                         on_log({"kind": "progress", **record})
-            epoch_totals += pending
+            epoch_totals += _fetch_totals(pending)
             if step % steps_per_epoch == 0 or step == last_step:
-                train_summary = _summarise(epoch_totals, 0.0)
+                train_summary = _rates(epoch_totals, 0.0)
                 val = evaluate(
                     steps, state, dataset.test_images, dataset.test_labels, config.batch_size
                 )
@@ -452,14 +453,18 @@ def fit(
     return TrainResult(state, history, time.perf_counter() - start_time)
 
 
-def _summarise(metrics: list[dict[str, jax.Array]], seconds: float) -> dict[str, float]:
-    """Fetch a window of per-step metric sums from the device in one transfer."""
-    if not metrics:
-        return {"loss": float("nan"), "acc": float("nan"), "images_per_s": 0.0}
+def _fetch_totals(metrics: list[dict[str, jax.Array]]) -> np.ndarray:
+    """Sum a window of per-step metrics on the host, fetched in one transfer."""
     host = jax.device_get(metrics)
-    count = sum(float(m["count"]) for m in host)
+    return np.array([sum(float(m[k]) for m in host) for k in ("loss_sum", "correct", "count")])
+
+
+def _rates(totals: np.ndarray, seconds: float) -> dict[str, float]:
+    loss_sum, correct, count = (float(t) for t in totals)
+    if not count:
+        return {"loss": float("nan"), "acc": float("nan"), "images_per_s": 0.0}
     return {
-        "loss": sum(float(m["loss_sum"]) for m in host) / count,
-        "acc": sum(float(m["correct"]) for m in host) / count,
+        "loss": loss_sum / count,
+        "acc": correct / count,
         "images_per_s": count / seconds if seconds > 0 else 0.0,
     }
