@@ -127,7 +127,7 @@ def _jax_runners(spec: dict[str, Any]) -> _Runners:
     import jax
     import jax.numpy as jnp
 
-    from seres_jax import optim
+    from seres_jax import compiler, optim
     from seres_jax.registry import build_flax, model_config
     from seres_jax.train import TrainState, init_variables, train_step
 
@@ -147,9 +147,13 @@ def _jax_runners(spec: dict[str, Any]) -> _Runners:
     x, y = jax.device_put(images, device), jax.device_put(labels, device)
     params = sum(int(p.size) for p in jax.tree.leaves(state.params))
 
-    # The state is donated: XLA updates parameters and optimizer state in place.
-    train_fn = jax.jit(train_step, donate_argnums=0)
-    infer_fn = jax.jit(lambda v, images: model.apply(v, images, train=False))
+    # The state is donated: XLA updates parameters and optimizer state in place. Compiled as
+    # seres compiles its own steps (seres_jax.compiler: XLA options on the CPU).
+    platform = device.platform
+    train_fn = compiler.jit(train_step, platform=platform, donate_argnums=0)
+    infer_fn = compiler.jit(
+        lambda v, images: model.apply(v, images, train=False), platform=platform
+    )
 
     def train(n: int) -> None:
         nonlocal state
@@ -181,6 +185,7 @@ def _jax_runners(spec: dict[str, Any]) -> _Runners:
         "jax_default_matmul_precision": jax.config.jax_default_matmul_precision,
         "jax_enable_x64": bool(jax.config.jax_enable_x64),
         "XLA_FLAGS": os.environ.get("XLA_FLAGS", ""),
+        "compiler_options": compiler.compiler_options(platform),
         "XLA_PYTHON_CLIENT_PREALLOCATE": os.environ.get("XLA_PYTHON_CLIENT_PREALLOCATE", ""),
     }
     return _Runners(train, infer, device_peak_mib, params, "bf16" if dtype else "fp32", info)
@@ -586,6 +591,8 @@ def render_markdown(results: dict[str, Any]) -> str:
         f"torch threads {s['torch'].get('num_threads', '?')}, "
         f"float32_matmul_precision={s['torch'].get('float32_matmul_precision', '?')}, "
         f"cudnn.benchmark={s['torch'].get('cudnn_benchmark', '?')}",
+        f"- **XLA**: compiler options {s['jax'].get('compiler_options') or 'none (XLA defaults)'}"
+        f"; XLA_FLAGS={s['jax'].get('XLA_FLAGS') or '(unset)'}",
         "",
         "Ratios are JAX ÷ PyTorch: above 1 JAX is faster in img/s, slower in seconds, "
         "larger in MiB.",

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 import seres_jax as sj
 import seres_torch as st
-from seres_jax import optim
+from seres_jax import compiler, optim
 from seres_jax.convert import flax_to_state_dict, torch_to_flax
 from seres_jax.data import iterate_batches, load_digits
 from seres_jax.parity import relative_error
@@ -75,7 +75,10 @@ def test_ten_steps_match_pytorch(name, make, lr, preact, batches):
 
     flax_model = sj.SEResNetTiny(**kw)
     state = TrainState.create(flax_model.apply, variables, tx)
-    step = jax.jit(functools.partial(train_step, label_smoothing=SMOOTHING), donate_argnums=0)
+    # Compiled as seres' own training loop compiles it (compile_steps): with its XLA options.
+    step = compiler.jit(
+        functools.partial(train_step, label_smoothing=SMOOTHING), platform="cpu", donate_argnums=0
+    )
 
     loss_errors = []
     for images, labels in batches:

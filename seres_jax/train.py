@@ -38,6 +38,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from . import compiler
 from .data import Dataset, iterate_batches, prefetch_to_device, random_crop_flip
 from .optim import (
     OPTIMIZER_NAMES,
@@ -150,17 +151,23 @@ class CompiledSteps:
 
 
 def compile_steps(mesh: Mesh, label_smoothing: float = 0.0) -> CompiledSteps:
-    """Jit the steps for ``mesh``: batch sharded on ``"data"``, state replicated and donated."""
+    """Jit the steps for ``mesh``: batch sharded on ``"data"``, state replicated and donated,
+    compiled with ``seres_jax.compiler``'s options for the mesh's platform."""
     replicated = NamedSharding(mesh, PartitionSpec())
     batch = NamedSharding(mesh, PartitionSpec(DATA_AXIS))
-    train = jax.jit(
+    platform = mesh.devices.flat[0].platform
+    train = compiler.jit(
         functools.partial(train_step, label_smoothing=label_smoothing),
+        platform=platform,
         in_shardings=(replicated, batch, batch),
         out_shardings=(replicated, replicated),
         donate_argnums=(0,),
     )
-    evaluate = jax.jit(
-        eval_step, in_shardings=(replicated, batch, batch, batch), out_shardings=replicated
+    evaluate = compiler.jit(
+        eval_step,
+        platform=platform,
+        in_shardings=(replicated, batch, batch, batch),
+        out_shardings=replicated,
     )
     return CompiledSteps(train, evaluate, replicated, batch)
 
