@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 import torch
 
-from seres_jax import optim
+from seres_jax import compiler, optim
 from seres_jax import resnet as jr
 from seres_jax.convert import flax_to_state_dict
 from seres_jax.data import iterate_batches, load_digits
@@ -75,7 +75,8 @@ def main() -> None:
 
     tx = optim.sgd(optim.warmup_cosine(0.02, args.steps), momentum=0.9, weight_decay=1e-4)
     state = TrainState.create(model.apply, variables, tx)
-    step = jax.jit(train_step, donate_argnums=0)
+    # seres' XLA options (on the CPU, convolutions stay out of YNNPACK; see seres_jax.compiler).
+    step = compiler.jit(train_step, donate_argnums=0)
     train_x, train_y, test_x, test_y = digits_rgb32()
     batches = iterate_batches(train_x, train_y, 32, shuffle=True, seed=0)
     for i in range(args.steps):

@@ -1,12 +1,13 @@
 """The XLA compiler options seres compiles its hot paths with, and ``jit``, which applies them.
 
-**Why.** On the CPU, recent XLA hands convolutions, dots and reductions to YNNPACK (the default of
-``xla_cpu_experimental_ynn_fusion_type``). For the SE-ResNets here YNNPACK's convolutions are the
-slow path: on a 2-core AVX-512 Xeon (jaxlib 0.10.2) they cost the training step more than half its
-throughput, while YNNPACK's dots and reductions (BatchNorm's statistics and their gradients) help
-(``benchmarks/README.md`` has the figures). ``CPU_OPTIONS`` therefore keeps YNNPACK for dots and
-reductions and gives convolutions back to XLA's own emitter. Numerics stay within the parity
-tolerances either way; the parity suite runs both paths.
+**Why.** On the CPU, recent XLA hands convolutions, dots and reductions to YNNPACK (the
+default of ``xla_cpu_experimental_ynn_fusion_type``). For the SE-ResNets here YNNPACK's
+convolutions are the slow path: on a 2-core AVX-512 Xeon (jaxlib 0.10.2) they halve the
+training step's throughput, while YNNPACK's dots and reductions (BatchNorm's statistics and
+their gradients) help; the README's Benchmarks section has the figures. ``CPU_OPTIONS``
+therefore keeps YNNPACK for dots and reductions and gives convolutions back to XLA's own
+emitter. Numerics stay within the parity tolerances either way, and the parity suite runs
+both paths.
 
 **Scope.** Options are passed per ``jax.jit`` (never through ``XLA_FLAGS``), so importing seres
 changes nothing for other code, and only when the function is compiled for the CPU: GPU and TPU
