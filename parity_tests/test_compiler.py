@@ -61,6 +61,19 @@ def test_options_only_for_the_cpu_and_never_over_the_users_choice(monkeypatch):
     assert compiler.compiler_options("cpu") is None
 
 
+def test_a_jaxlib_that_rejects_the_options_gets_xla_defaults(monkeypatch):
+    monkeypatch.delenv(compiler.DISABLE_ENV, raising=False)
+    monkeypatch.delenv("XLA_FLAGS", raising=False)
+    monkeypatch.setattr(compiler, "CPU_OPTIONS", {compiler.YNN_FUSION_FLAG: "NO_SUCH_FUSION"})
+    compiler._cpu_options_supported.cache_clear()
+    try:
+        assert compiler.compiler_options("cpu") is None
+        compiler.jit(lambda x: x * 2, platform="cpu")(np.ones(3, np.float32))  # still compiles
+    finally:
+        monkeypatch.undo()
+        compiler._cpu_options_supported.cache_clear()
+
+
 def test_compiled_with_options_matches_xla_defaults():
     rng = np.random.default_rng(0)
     x = rng.standard_normal((8, 15, 15, 16), dtype=np.float32)

@@ -31,7 +31,7 @@ import numpy as np
 
 DISABLE_ENV = "SERES_XLA_CPU_OPTIONS"
 YNN_FUSION_FLAG = "xla_cpu_experimental_ynn_fusion_type"
-# XLA's default minus LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION.
+# jaxlib 0.10's default (individual dots and convolutions, reductions) minus the convolutions.
 CPU_OPTIONS: dict[str, str] = {
     YNN_FUSION_FLAG: "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE",
 }
