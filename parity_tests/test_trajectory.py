@@ -49,10 +49,12 @@ def _torch_sgd(params, lr, total):
 
 def _torch_adamw(params, lr, total):
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.05)
-    sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=lr, total_steps=total, cycle_momentum=False
+    # torch's defaults: cycle_momentum=True cycles AdamW's beta1 against the lr.
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total)
+    tx = optim.adamw(
+        optim.one_cycle(lr, total), b1=optim.one_cycle_momentum(total), weight_decay=0.05
     )
-    return opt, sched, optim.adamw(optim.one_cycle(lr, total), weight_decay=0.05)
+    return opt, sched, tx
 
 
 @pytest.fixture(scope="module")

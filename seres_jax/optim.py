@@ -29,6 +29,7 @@ __all__ = [
     "make_optimizer",
     "make_schedule",
     "one_cycle",
+    "one_cycle_momentum",
     "sgd",
     "step_schedule",
     "warmup_cosine",
@@ -97,6 +98,41 @@ def warmup_cosine(
     return schedule
 
 
+def _one_cycle_ramp(
+    total_steps: int, pct_start: float
+) -> Callable[[jax.typing.ArrayLike], tuple[jax.Array, jax.Array]]:
+    """``step -> (rising, ramp)`` of torch's two-phase cosine 1cycle (``three_phase=False``):
+    ``ramp`` goes 0 -> 1 while ``rising`` (steps ``0 .. pct_start * total_steps - 1``), then
+    back 1 -> 0 at step ``total_steps - 1``, and holds 0 past it."""
+    if total_steps <= 0:
+        raise ValueError(f"total_steps must be positive, got {total_steps}")
+    if not 0.0 <= pct_start <= 1.0:
+        raise ValueError(f"pct_start must be in [0, 1], got {pct_start}")
+    # Torch's phase ends, computed in float64 exactly as torch does; a step is in the
+    # rise while step <= peak_step, which for integer steps is step <= floor(peak_step)
+    # (comparing against a float32-rounded peak_step could flip a boundary step).
+    peak_step = float(pct_start * total_steps) - 1
+    last_step = total_steps - 1
+    last_rise_step = math.floor(peak_step)
+    # Each phase only contains step 0 (resp. last_step) when it is shorter than one
+    # step, where the ramp numerator is 0 whatever the length; clamping the length to 1
+    # avoids the 0/0 torch hits there without changing any in-range value.
+    rise_len = max(peak_step, 1.0)
+    fall_len = max(last_step - peak_step, 1.0)
+
+    def ramp(step: jax.typing.ArrayLike) -> tuple[jax.Array, jax.Array]:
+        t = jnp.asarray(step, jnp.float32)
+        rising = jnp.asarray(step) <= last_rise_step
+        steps_left = jnp.maximum(last_step - t, 0.0)
+        # The fall is written from its end, so no term cancels near it.
+        value = jnp.where(
+            rising, _sin_squared_ramp(t, rise_len), _sin_squared_ramp(steps_left, fall_len)
+        )
+        return rising, value
+
+    return ramp
+
+
 def one_cycle(
     max_lr: float,
     total_steps: int,
@@ -113,34 +149,40 @@ def one_cycle(
     ``pct_start * total_steps - 1`` (torch's boundary, not ``pct_start * total_steps``)
     and reaches ``max_lr / div_factor / final_div_factor`` at step ``total_steps - 1``.
     Torch raises past ``total_steps``; this schedule holds the minimum instead.
-    Momentum cycling (torch's ``cycle_momentum``) is not reproduced: the torch
-    equivalent is with ``cycle_momentum=False``.
+    Torch's default also cycles the momentum (``cycle_momentum=True``): pass
+    :func:`one_cycle_momentum` as SGD's ``momentum`` or AdamW's ``b1`` for that.
     """
-    if total_steps <= 0:
-        raise ValueError(f"total_steps must be positive, got {total_steps}")
-    if not 0.0 <= pct_start <= 1.0:
-        raise ValueError(f"pct_start must be in [0, 1], got {pct_start}")
+    ramp = _one_cycle_ramp(total_steps, pct_start)
     initial_lr = max_lr / div_factor
     min_lr = initial_lr / final_div_factor
-    # Torch's phase ends, computed in float64 exactly as torch does; a step is in the
-    # rise while step <= peak_step, which for integer steps is step <= floor(peak_step)
-    # (comparing against a float32-rounded peak_step could flip a boundary step).
-    peak_step = float(pct_start * total_steps) - 1
-    last_step = total_steps - 1
-    last_rise_step = math.floor(peak_step)
-    # Each phase only contains step 0 (resp. last_step) when it is shorter than one
-    # step, where the ramp numerator is 0 whatever the length; clamping the length to 1
-    # avoids the 0/0 torch hits there without changing any in-range value.
-    rise_len = max(peak_step, 1.0)
-    fall_len = max(last_step - peak_step, 1.0)
 
     def schedule(step: jax.typing.ArrayLike) -> jax.Array:
-        t = jnp.asarray(step, jnp.float32)
-        # Both phases are written as (lower lr) + (gap) * ramp so no term cancels.
-        rise = initial_lr + (max_lr - initial_lr) * _sin_squared_ramp(t, rise_len)
-        steps_left = jnp.maximum(last_step - t, 0.0)
-        fall = min_lr + (max_lr - min_lr) * _sin_squared_ramp(steps_left, fall_len)
-        return jnp.where(jnp.asarray(step) <= last_rise_step, rise, fall)
+        rising, value = ramp(step)
+        # (lower lr) + (gap) * ramp, so no term cancels.
+        low = jnp.where(rising, initial_lr, min_lr)
+        return low + (max_lr - low) * value
+
+    return schedule
+
+
+def one_cycle_momentum(
+    total_steps: int,
+    pct_start: float = 0.3,
+    base_momentum: float = 0.85,
+    max_momentum: float = 0.95,
+) -> optax.Schedule:
+    """The momentum ``OneCycleLR`` sets with ``cycle_momentum=True`` (torch's default).
+
+    It moves against the lr of :func:`one_cycle` with the same ``total_steps`` and
+    ``pct_start``: ``max_momentum`` at the start, ``base_momentum`` at the lr's peak, back
+    to ``max_momentum`` at the end. Torch writes it into SGD's ``momentum`` or Adam's
+    ``betas[0]``, replacing the optimizer's own; pass it as :func:`sgd`'s ``momentum`` or
+    :func:`adamw`'s ``b1``.
+    """
+    ramp = _one_cycle_ramp(total_steps, pct_start)
+
+    def schedule(step: jax.typing.ArrayLike) -> jax.Array:
+        return max_momentum - (max_momentum - base_momentum) * ramp(step)[1]
 
     return schedule
 
@@ -177,8 +219,14 @@ class _MomentumState(NamedTuple):
     buffer: optax.Updates
 
 
+def _at(value: float | optax.Schedule, count: jax.Array) -> jax.typing.ArrayLike:
+    """A hyperparameter at optimizer step ``count`` (steps taken before this one), where the
+    lr schedule is read too: a torch scheduler writes both into the param group."""
+    return value(count) if callable(value) else value
+
+
 def _torch_momentum(
-    momentum: float, dampening: float, nesterov: bool
+    momentum: float | optax.Schedule, dampening: float, nesterov: bool
 ) -> optax.GradientTransformation:
     """``torch.optim.SGD``'s momentum buffer, without the lr.
 
@@ -196,15 +244,13 @@ def _torch_momentum(
     ) -> tuple[optax.Updates, _MomentumState]:
         del params
         first = state.count == 0
+        mu = _at(momentum, state.count)
         buffer = jax.tree.map(
-            lambda g, b: jnp.where(first, g, momentum * b + (1.0 - dampening) * g),
+            lambda g, b: jnp.where(first, g, mu * b + (1.0 - dampening) * g),
             updates,
             state.buffer,
         )
-        if nesterov:
-            updates = jax.tree.map(lambda g, b: g + momentum * b, updates, buffer)
-        else:
-            updates = buffer
+        updates = jax.tree.map(lambda g, b: g + mu * b, updates, buffer) if nesterov else buffer
         return updates, _MomentumState(optax.safe_increment(state.count), buffer)
 
     return optax.GradientTransformation(init_fn, update_fn)
@@ -212,7 +258,7 @@ def _torch_momentum(
 
 def sgd(
     learning_rate: optax.ScalarOrSchedule,
-    momentum: float = 0.0,
+    momentum: float | optax.Schedule = 0.0,
     weight_decay: float = 0.0,
     nesterov: bool = False,
     dampening: float = 0.0,
@@ -229,13 +275,14 @@ def sgd(
     its optax.trace momentum cannot express torch's dampening (see _torch_momentum).
     ``weight_decay_mask`` (optax ``mask`` convention, True = decay) restricts decay to
     some leaves, like a torch param group with ``weight_decay=0``; the default decays
-    every leaf, as torch does.
+    every leaf, as torch does. ``momentum`` may be a schedule (e.g.
+    :func:`one_cycle_momentum`), read at the same step as the lr.
     """
-    if momentum < 0.0:
+    if not callable(momentum) and momentum < 0.0:
         raise ValueError(f"momentum must be >= 0, got {momentum}")
     if weight_decay < 0.0:
         raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
-    if nesterov and (momentum <= 0.0 or dampening != 0.0):
+    if nesterov and ((not callable(momentum) and momentum <= 0.0) or dampening != 0.0):
         raise ValueError("Nesterov momentum requires a momentum and zero dampening")
     # Torch skips the decay and momentum terms when they are zero; so do we.
     transforms = []
@@ -253,26 +300,33 @@ class _AdamState(NamedTuple):
     nu: optax.Updates
 
 
-def _bias_correction(decay: float, count: jax.Array) -> jax.Array:
+def _bias_correction(decay: jax.typing.ArrayLike, count: jax.Array) -> jax.Array:
     """``1 - decay**count`` to ~1e-7 relative error in float32.
 
     optax evaluates ``1 - decay**count`` in float32, where ``decay = 0.999`` is stored
     as 0.99900001287 and ``1 - decay`` loses 1.3e-5 relative accuracy; torch uses
     float64. ``-expm1(count * log(decay))`` with ``log`` taken in float64 avoids the
     cancellation (``decay == 0`` gives ``log = -inf`` and correctly a correction of 1).
+    A scheduled decay (an array) takes its ``log`` in float32, as it is computed.
     """
-    log_decay = math.log(decay) if decay > 0.0 else -math.inf
+    if isinstance(decay, float | int):
+        log_decay = math.log(decay) if decay > 0.0 else -math.inf
+    else:
+        log_decay = jnp.log(decay)
     return -jnp.expm1(count.astype(jnp.float32) * log_decay)
 
 
-def _scale_by_torch_adam(b1: float, b2: float, eps: float) -> optax.GradientTransformation:
+def _scale_by_torch_adam(
+    b1: float | optax.Schedule, b2: float, eps: float
+) -> optax.GradientTransformation:
     """The bias-corrected Adam direction of ``torch.optim.Adam``, without the lr.
 
     Torch: ``m.lerp_(g, 1 - b1)``; ``v = b2 * v + (1 - b2) * g * g``;
     ``denom = sqrt(v) / sqrt(bc2) + eps``; direction ``m / denom / bc1``. optax's
     scale_by_adam places eps identically (``m_hat / (sqrt(v_hat) + eps)`` with
     ``sqrt(v / bc2) == sqrt(v) / sqrt(bc2)``); what differs is the precision of its
-    float32 bias corrections (see _bias_correction).
+    float32 bias corrections (see _bias_correction). A scheduled ``b1`` is read at the
+    step the lr is; torch then corrects with ``1 - b1_t ** t``, the current beta only.
     """
 
     def init_fn(params: optax.Params) -> _AdamState:
@@ -285,11 +339,12 @@ def _scale_by_torch_adam(b1: float, b2: float, eps: float) -> optax.GradientTran
         updates: optax.Updates, state: _AdamState, params: optax.Params | None = None
     ) -> tuple[optax.Updates, _AdamState]:
         del params
+        beta1 = _at(b1, state.count)
         count = optax.safe_increment(state.count)
         # Written as torch's lerp (m + w * (g - m)) to round like it.
-        mu = jax.tree.map(lambda g, m: m + (1.0 - b1) * (g - m), updates, state.mu)
+        mu = jax.tree.map(lambda g, m: m + (1.0 - beta1) * (g - m), updates, state.mu)
         nu = jax.tree.map(lambda g, v: b2 * v + (1.0 - b2) * g * g, updates, state.nu)
-        bc1 = _bias_correction(b1, count)
+        bc1 = _bias_correction(beta1, count)
         sqrt_bc2 = jnp.sqrt(_bias_correction(b2, count))
         direction = jax.tree.map(lambda m, v: m / (jnp.sqrt(v) / sqrt_bc2 + eps) / bc1, mu, nu)
         return direction, _AdamState(count, mu, nu)
@@ -299,7 +354,7 @@ def _scale_by_torch_adam(b1: float, b2: float, eps: float) -> optax.GradientTran
 
 def adamw(
     learning_rate: optax.ScalarOrSchedule,
-    b1: float = 0.9,
+    b1: float | optax.Schedule = 0.9,
     b2: float = 0.999,
     eps: float = 1e-8,
     weight_decay: float = 1e-2,
@@ -317,10 +372,11 @@ def adamw(
     _bias_correction): over 25 test steps it lands 7e-6 (relative to the parameters'
     scale) off torch, against 5e-7 for this factory, whose _scale_by_torch_adam
     closes it.
-    ``weight_decay_mask`` works as in :func:`sgd`.
+    ``weight_decay_mask`` works as in :func:`sgd`; ``b1`` may be a schedule, as
+    :func:`sgd`'s momentum may.
     """
     for index, beta in enumerate((b1, b2)):
-        if not 0.0 <= beta < 1.0:
+        if not callable(beta) and not 0.0 <= beta < 1.0:
             raise ValueError(f"Invalid beta parameter at index {index}: {beta}")
     if eps < 0.0:
         raise ValueError(f"eps must be >= 0, got {eps}")
