@@ -162,11 +162,11 @@ def test_strict_mode_lists_every_missing_extra_and_misshaped_key():
     text = str(info.value)
     assert len(problems) == 5, text
     for needle in [
-        "missing: 'stage1.0.se.fc.0.bias' -> params/stage1_0/se/fc_0/bias",
-        "missing: 'head.0.running_var' -> batch_stats/head_0/var",
-        "unexpected: 'stage9.0.conv1.conv.weight' -> params/stage9_0/conv1/conv/kernel",
-        "shape mismatch: 'fc.weight' -> params/fc/kernel is (32, 11), model expects (32, 10)",
-        "dtype mismatch: 'stem.1.bias' -> params/stem_1/bias is float64, model expects float32",
+        "missing: 'stage1.0.se.fc.0.bias' (model expects (4,) float32)",
+        "missing: 'head.0.running_var' (model expects (32,) float32)",
+        "unexpected: 'stage9.0.conv1.conv.weight' (8, 8, 3, 3) float32",
+        "shape mismatch: 'fc.weight' is (11, 32), model expects (10, 32)",  # PyTorch's layout
+        "dtype mismatch: 'stem.1.bias' is float64, model expects float32",
     ]:
         assert needle in text, text
 

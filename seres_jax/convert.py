@@ -33,7 +33,11 @@ where 64-bit integers are off by default, and must fit in it.
 runs without torch; its result holds numpy arrays, which ``Module.apply`` and ``jax.device_put``
 accept. ``flax_to_state_dict`` is the torch-free reverse, ``flax_to_torch`` wraps it in tensors.
 With a template, conversion is strict: every missing, unexpected and mis-shaped or mis-typed
-entry is listed in one ``ConversionError`` and nothing is returned.
+entry is listed, once, in one ``ConversionError`` and nothing is returned (nor converted).
+Problems are named in the source's own terms: PyTorch keys and PyTorch shapes for a
+``state_dict`` (``'fc.weight' is (10, 32)``), Flax paths and shapes for variables.
+``check_state_dict`` and ``check_variables`` run the same check on anything with a ``shape``
+and a ``dtype``, so a file's declared entries can be checked before its tensors are read.
 """
 
 from __future__ import annotations
@@ -41,8 +45,8 @@ from __future__ import annotations
 import itertools
 import re
 import sys
-from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 from flax.core import unfreeze
@@ -81,6 +85,13 @@ class ConversionError(ValueError):
 
 class _UnmappableError(Exception):
     pass
+
+
+class _Spec(NamedTuple):
+    """The shape and dtype of an entry, without its values."""
+
+    shape: tuple[int, ...]
+    dtype: Any
 
 
 # --------------------------------------------------------------------------- naming rule
@@ -211,14 +222,19 @@ def to_numpy(value: Any) -> np.ndarray:
     raise _UnmappableError(f"value of type {type(value).__name__} is not an array")
 
 
-def _check_value(leaf: str, value: np.ndarray) -> None:
-    """Refuse values no layer could hold (object arrays, wrong ranks, integer weights)."""
-    if leaf in _RANK and value.ndim != _RANK[leaf]:
-        raise _UnmappableError(f"{leaf} must have rank {_RANK[leaf]}, got shape {value.shape}")
+def _check_value(leaf: str, value: Any) -> None:
+    """Refuse values no layer could hold (object arrays, wrong ranks, integer weights).
+
+    ``value`` is an array, or anything with its ``shape`` and ``dtype`` (a file's declared
+    entry): a counter's range is then left for the conversion to check.
+    """
+    shape = tuple(value.shape)
+    if leaf in _RANK and len(shape) != _RANK[leaf]:
+        raise _UnmappableError(f"{leaf} must have rank {_RANK[leaf]}, got shape {shape}")
     if leaf == "num_batches_tracked":
         if value.dtype.kind not in "iu":
             raise _UnmappableError(f"num_batches_tracked must be an integer, got {value.dtype}")
-        if not _INT32.min <= int(value) <= _INT32.max:
+        if isinstance(value, np.ndarray) and not _INT32.min <= int(value) <= _INT32.max:
             raise _UnmappableError(f"num_batches_tracked={int(value)} does not fit in int32")
     elif value.dtype.kind != _FLOAT_KINDS and value.dtype.name != "bfloat16":
         raise _UnmappableError(f"expected a floating-point array, got dtype {value.dtype}")
@@ -282,51 +298,133 @@ def _flax_name(path: FlaxPath) -> str:
 # --------------------------------------------------------------------------- torch -> flax
 
 
+def _torch_layout(path: FlaxPath, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """PyTorch's shape of the entry at Flax ``path`` of Flax shape ``shape``."""
+    if path[-1] == "kernel":  # (*k, I, O) -> (O, I, *k)
+        *k, i, o = shape
+        return (o, i, *k)
+    return shape
+
+
+def _map_torch_keys(
+    entries: Mapping[Any, Any], *, check_values: bool
+) -> tuple[dict[FlaxPath, tuple[str, Any]], list[str]]:
+    """The Flax path of every entry, as ``{path: (key, value)}``, and why the others have none
+    (or, with ``check_values``, hold what no layer could). Values need only shape and dtype."""
+    problems: list[str] = []
+    mapped: dict[FlaxPath, tuple[str, Any]] = {}
+    for key, value in entries.items():
+        try:
+            if not isinstance(key, str):
+                raise _UnmappableError("keys must be strings")
+            path = torch_key_to_flax_path(key, len(value.shape))
+            if check_values:
+                _check_value(key.rsplit(".", 1)[-1], value)
+            if path in mapped:
+                raise _UnmappableError(f"maps to {_flax_name(path)}, as {mapped[path][0]!r} does")
+        except _UnmappableError as err:
+            problems.append(f"{key!r}: {err}")
+            continue
+        mapped[path] = (key, value)
+    return mapped, problems
+
+
+def _template_problems(
+    entries: Mapping[FlaxPath, Any],
+    template: Any,
+    name: Callable[[FlaxPath], str],
+    layout: Callable[[FlaxPath, tuple[int, ...]], tuple[int, ...]],
+) -> list[str]:
+    """Every missing, unexpected, mismatched or out-of-range entry against ``template``, each
+    listed once, in the entries' own names (``name``) and layout (``layout`` maps a Flax
+    shape to it)."""
+    expected = flatten_dict(unfreeze(template))
+    want = {path: _Spec(layout(path, tuple(s.shape)), s.dtype) for path, s in expected.items()}
+    problems: list[str] = []
+    have: dict[FlaxPath, _Spec] = {}
+    for path, value in entries.items():
+        if path[-1] == "num_batches_tracked" and path in want:
+            # Any integer counter that fits int32 is converted to the model's dtype.
+            try:
+                _check_value(path[-1], value)
+            except _UnmappableError as err:
+                problems.append(f"{name(path)}: {err}")
+            have[path] = want[path]
+        else:
+            have[path] = _Spec(tuple(value.shape), value.dtype)
+    return problems + _compare(have, want, name)
+
+
+def _torch_template_problems(
+    mapped: Mapping[FlaxPath, tuple[str, Any]], template: Any
+) -> list[str]:
+    """``_template_problems`` in PyTorch's names and layout."""
+
+    def name(path: FlaxPath) -> str:
+        if path in mapped:
+            return repr(mapped[path][0])
+        try:
+            return repr(flax_path_to_torch_key(path, len(_flax_shape(template, path))))
+        except _UnmappableError:
+            return _flax_name(path)
+
+    entries = {path: value for path, (_, value) in mapped.items()}
+    return _template_problems(entries, template, name, _torch_layout)
+
+
+def _flax_shape(template: Any, path: FlaxPath) -> tuple[int, ...]:
+    node = template
+    for part in path:
+        node = node[part]
+    return tuple(node.shape)
+
+
+def check_state_dict(state_dict: Mapping[str, Any], template: Any) -> None:
+    """Raise ``ConversionError`` listing every entry of a PyTorch-keyed mapping that does not
+    fit ``template`` (Flax variables or their shapes), in PyTorch's names and layout.
+
+    Values need only ``shape`` and ``dtype``, so a file's declared entries can be checked
+    before any tensor is read.
+    """
+    mapped, problems = _map_torch_keys(state_dict, check_values=False)
+    problems += _torch_template_problems(mapped, template)
+    if problems:
+        raise ConversionError(problems, "torch_to_flax")
+
+
+def check_variables(variables: Mapping[str, Any], template: Any) -> None:
+    """Raise ``ConversionError`` listing every entry of Flax ``variables`` that does not fit
+    ``template``, in Flax's names and layout. Values need only ``shape`` and ``dtype``."""
+    flat = flatten_dict(unfreeze(dict(variables)))
+    problems = _template_problems(flat, template, _flax_name, lambda _, shape: shape)
+    if problems:
+        raise ConversionError(problems, "checking Flax variables")
+
+
 def torch_to_flax(state_dict: Mapping[str, Any], template: Any = None) -> dict[str, Any]:
     """Convert a PyTorch ``state_dict`` to Flax variables ``{"params": ..., "batch_stats": ...}``.
 
     ``state_dict`` maps keys to torch tensors or numpy arrays. ``template`` (optional) is the
     model's Flax variables or their abstract shapes (``jax.eval_shape(model.init, ...)``);
     with it, the checkpoint must match it exactly, in names, shapes and dtypes. Collections
-    with no entries are left out. Raises ``ConversionError`` listing every problem.
+    with no entries are left out. Raises ``ConversionError`` listing every problem, in
+    PyTorch's names and layout, before anything is converted.
     """
     problems: list[str] = []
-    flat: dict[FlaxPath, np.ndarray] = {}
-    source: dict[FlaxPath, str] = {}
+    arrays: dict[Any, np.ndarray] = {}
     for key, value in state_dict.items():
         try:
-            if not isinstance(key, str):
-                raise _UnmappableError("keys must be strings")
-            array = to_numpy(value)
-            path = torch_key_to_flax_path(key, array.ndim)
-            _check_value(key.rsplit(".", 1)[-1], array)
-            if path in source:
-                raise _UnmappableError(f"maps to {_flax_name(path)}, as {source[path]!r} does")
+            arrays[key] = to_numpy(value)
         except _UnmappableError as err:
             problems.append(f"{key!r}: {err}")
-            continue
-        source[path] = key
-        flat[path] = _to_flax_layout(path[-1], array)
-
+    mapped, unmapped = _map_torch_keys(arrays, check_values=template is None)
+    problems += unmapped
     if template is not None:
-        expected = flatten_dict(unfreeze(template))
-
-        def name(path: FlaxPath) -> str:
-            torch_key = source.get(path)
-            if torch_key is None:
-                shape = getattr(expected.get(path), "shape", ())
-                try:
-                    torch_key = flax_path_to_torch_key(path, len(shape))
-                except _UnmappableError:
-                    return _flax_name(path)
-            return f"{torch_key!r} -> {_flax_name(path)}"
-
-        problems += _compare(flat, expected, name)
-        if not problems:
-            flat = {path: flat[path] for path in expected}
+        problems += _torch_template_problems(mapped, template)
     if problems:
         raise ConversionError(problems, "torch_to_flax")
-    return _unflatten(flat)
+    order = flatten_dict(unfreeze(template)) if template is not None else mapped
+    return _unflatten({path: _to_flax_layout(path[-1], mapped[path][1]) for path in order})
 
 
 # --------------------------------------------------------------------------- flax -> torch
