@@ -1,29 +1,47 @@
 """Training with optax on any JAX backend: train state, sharded jitted steps, the loop, checkpoints.
 
-* **State.** ``TrainState`` holds params, BatchNorm statistics, optimizer state and the step.
-* **Steps.** ``train_step`` / ``eval_step`` are jitted once per mesh with the state donated, so
-  parameters are updated in place; metrics stay on the device as sums and the host fetches
-  them every ``log_every`` steps, never inside the step loop.
+* **State.** ``TrainState.create(apply_fn, variables, tx)`` holds params, BatchNorm
+  statistics, optimizer state and the step.
+* **Steps.** ``compile_steps(mesh)`` jits ``train_step`` / ``eval_step`` once per mesh with the
+  state donated, so parameters are updated in place (use only the state a step returns). The
+  label smoothing is an argument of the train step, not a constant compiled into it. The train
+  step returns the batch's mean ``loss`` and the sums ``loss_sum``, ``correct``, ``count``;
+  ``fit`` keeps them on the device and fetches them every ``log_every`` steps and before each
+  checkpoint, never inside the step loop otherwise.
 * **Data parallelism.** ``make_mesh`` puts every device of every process on one ``"data"``
   axis; batches are sharded along it and the state is replicated. Under ``jit`` XLA then
   computes BatchNorm's mean and variance over the *global* batch (it inserts the
   cross-device reductions), which is what PyTorch's ``SyncBatchNorm`` does: the trajectory
   does not depend on the number of devices. Multi-host: call ``initialize_distributed()``
   first on every host (see the README for a TPU pod slice); each process then feeds its own
-  slice of every global batch.
+  slice of every global batch (``local_slice``).
 * **Mixed precision.** ``TrainConfig.precision="bf16"`` runs the model in bfloat16 with
   float32 parameters, statistics and optimizer state; the loss is computed in float32.
+* **Work directory.** ``checkpoints/`` and ``metrics.jsonl`` (one line per epoch, rewritten
+  atomically), and the command line's ``curves.png`` (``RUN_FILES``). A directory holding
+  them is a previous run: ``fit`` refuses it unless told to resume it or to overwrite it,
+  which deletes those files, and nothing else, first.
 * **Checkpoints.** orbax, every ``checkpoint_every`` steps and at the end, the last ``keep``
   kept; orbax writes to a temporary directory and renames it, so a checkpoint is either
-  complete or absent. A resumed run restores the state and replays the data order from the
-  same (seed, epoch), so it continues the very same trajectory.
+  complete or absent. Each holds the state and the running epoch's metric sums. A resumed
+  run restores the newest readable checkpoint (an unreadable newer one is reported and
+  removed; one of another model is refused, naming the shapes that differ), drops the
+  metrics lines written after it and replays the data order from the same (seed, epoch): it
+  continues the very same trajectory, and each epoch's line covers the whole epoch.
+* **Divergence.** A non-finite loss (seen in the fetched metrics), or non-finite weights
+  before a checkpoint or an evaluation, stops the run with ``DivergenceError`` naming the
+  first such step: nothing non-finite is saved or logged, so the finite checkpoints stay.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 import json
+import logging
+import math
 import os
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -40,6 +58,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from . import compiler
 from .data import Dataset, iterate_batches, prefetch_to_device, random_crop_flip
+from .formats import atomic_path
 from .optim import (
     OPTIMIZER_NAMES,
     SCHEDULE_NAMES,
@@ -47,18 +66,59 @@ from .optim import (
     decay_kernels_only,
     make_optimizer,
     make_schedule,
+    one_cycle_momentum,
 )
 
 PRECISIONS = {"fp32": None, "bf16": jnp.bfloat16}
 DATA_AXIS = "data"
+CHECKPOINT_DIR, METRICS_FILE, CURVES_FILE = "checkpoints", "metrics.jsonl", "curves.png"
+RUN_FILES = (CHECKPOINT_DIR, METRICS_FILE, CURVES_FILE)  # what a run writes in its workdir
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "CHECKPOINT_DIR",
+    "CURVES_FILE",
+    "METRICS_FILE",
+    "PRECISIONS",
+    "RUN_FILES",
+    "CompiledSteps",
+    "DivergenceError",
+    "TrainConfig",
+    "TrainResult",
+    "TrainState",
+    "TrainingError",
+    "compile_steps",
+    "eval_step",
+    "evaluate",
+    "fit",
+    "init_variables",
+    "initialize_distributed",
+    "local_slice",
+    "make_mesh",
+    "read_metrics",
+    "train_step",
+]
 
 
 class TrainingError(ValueError):
     """A training configuration that cannot run (reported before anything is written)."""
 
 
+class DivergenceError(TrainingError):
+    """The loss or the weights became non-finite at ``step``; the run stopped there."""
+
+    def __init__(self, message: str, step: int) -> None:
+        super().__init__(message)
+        self.step = step
+
+
 class TrainState(flax.struct.PyTreeNode):
-    """Everything that changes during training; ``apply_fn`` and ``tx`` are static."""
+    """Everything that changes during training; ``apply_fn`` and ``tx`` are static.
+
+    A pytree: ``jax.device_put(state, steps.replicated)`` places it for ``compile_steps``'
+    functions, and orbax saves and restores it.
+    """
 
     step: jax.Array
     params: Any
@@ -71,6 +131,9 @@ class TrainState(flax.struct.PyTreeNode):
     def create(
         cls, apply_fn: Callable[..., Any], variables: Any, tx: optax.GradientTransformation
     ) -> TrainState:
+        """Step 0 of training ``variables`` (``params``, and ``batch_stats`` if the model has
+        BatchNorm) with ``tx`` (e.g. ``TrainConfig.make_tx``); ``apply_fn`` is the model's
+        ``apply``."""
         params = variables["params"]
         return cls(
             step=jnp.zeros((), jnp.int32),
@@ -98,10 +161,28 @@ def _metrics(logits: jax.Array, labels: jax.Array, weights: jax.Array, loss: jax
     }
 
 
+def _smoothed_cross_entropy(
+    logits: jax.Array, labels: jax.Array, label_smoothing: jax.typing.ArrayLike
+) -> jax.Array:
+    # `cross_entropy` checks its smoothing on the host, so it cannot take a traced one; it is
+    # affine in the smoothing, so mixing its two ends gives the same loss for any traced value
+    # (and, at 0, exactly the unsmoothed loss and gradient).
+    plain = cross_entropy(logits, labels)
+    return (1 - label_smoothing) * plain + label_smoothing * cross_entropy(logits, labels, 1.0)
+
+
 def train_step(
-    state: TrainState, images: jax.Array, labels: jax.Array, label_smoothing: float = 0.0
+    state: TrainState,
+    images: jax.Array,
+    labels: jax.Array,
+    label_smoothing: jax.typing.ArrayLike = 0.0,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
-    """One optimizer step on a batch; BatchNorm in train mode (batch statistics)."""
+    """One optimizer step on a batch; BatchNorm in train mode (batch statistics).
+
+    Returns the new state and the batch's metrics: ``loss``, the mean cross-entropy the step
+    minimised (with ``label_smoothing``, which may be traced: in ``compile_steps`` it is an
+    argument); ``loss_sum``, that mean times the batch size; ``correct`` and ``count``.
+    """
 
     def loss_fn(params: Any) -> tuple[jax.Array, tuple[jax.Array, Any]]:
         logits, updates = state.apply_fn(
@@ -110,7 +191,7 @@ def train_step(
             train=True,
             mutable=["batch_stats"],
         )
-        loss = cross_entropy(logits, labels, label_smoothing)
+        loss = _smoothed_cross_entropy(logits, labels, label_smoothing)
         return loss, (logits, updates["batch_stats"])
 
     (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -122,7 +203,7 @@ def train_step(
         opt_state=opt_state,
     )
     weights = jnp.ones(labels.shape, jnp.float32)
-    return new_state, _metrics(logits, labels, weights, loss * labels.shape[0])
+    return new_state, {"loss": loss, **_metrics(logits, labels, weights, loss * labels.shape[0])}
 
 
 def eval_step(
@@ -142,7 +223,17 @@ def make_mesh(devices: list[jax.Device] | None = None) -> Mesh:
 
 @dataclass(frozen=True)
 class CompiledSteps:
-    """``train``/``eval`` jitted for one mesh, and the shardings they expect."""
+    """The steps jitted for one mesh, and the shardings they expect.
+
+    * ``train(state, images, labels, label_smoothing) -> (state, metrics)``: ``train_step``.
+      The state is donated: its buffers hold the result, so use only the state it returns.
+    * ``eval(state, images, labels, weights) -> metrics``: ``eval_step``.
+
+    The state goes in ``replicated`` (``jax.device_put(state, steps.replicated)``); images,
+    labels and weights of a global batch in ``batch`` (sharded on ``"data"``: e.g.
+    ``prefetch_to_device(batches, sharding=steps.batch)``, each process giving its
+    ``local_slice``); ``label_smoothing`` is a scalar (a Python float will do).
+    """
 
     train: Callable[..., tuple[TrainState, dict[str, jax.Array]]]
     eval: Callable[..., dict[str, jax.Array]]
@@ -150,16 +241,17 @@ class CompiledSteps:
     batch: NamedSharding
 
 
-def compile_steps(mesh: Mesh, label_smoothing: float = 0.0) -> CompiledSteps:
-    """Jit the steps for ``mesh``: batch sharded on ``"data"``, state replicated and donated,
-    compiled with ``seres_jax.compiler``'s options for the mesh's platform."""
+@functools.cache
+def compile_steps(mesh: Mesh) -> CompiledSteps:
+    """Jit the steps for ``mesh`` (once: the result is cached per mesh), compiled with
+    ``seres_jax.compiler``'s options for the mesh's platform."""
     replicated = NamedSharding(mesh, PartitionSpec())
     batch = NamedSharding(mesh, PartitionSpec(DATA_AXIS))
     platform = mesh.devices.flat[0].platform
     train = compiler.jit(
-        functools.partial(train_step, label_smoothing=label_smoothing),
+        train_step,
         platform=platform,
-        in_shardings=(replicated, batch, batch),
+        in_shardings=(replicated, batch, batch, replicated),
         out_shardings=(replicated, replicated),
         donate_argnums=(0,),
     )
@@ -199,21 +291,42 @@ class TrainConfig:
     max_steps: int | None = None  # stop early (the schedule still spans all epochs)
 
     def validate(self, num_devices: int) -> None:
-        problems = []
-        if self.optimizer not in OPTIMIZER_NAMES:
-            problems.append(f"optimizer must be one of {', '.join(OPTIMIZER_NAMES)}")
-        if self.schedule not in SCHEDULE_NAMES:
-            problems.append(f"schedule must be one of {', '.join(SCHEDULE_NAMES)}")
-        if not (self.lr > 0 and 0 <= self.label_smoothing < 1 and self.weight_decay >= 0):
-            problems.append("need lr > 0, 0 <= label_smoothing < 1 and weight_decay >= 0")
-        if self.precision not in PRECISIONS:
-            problems.append(f"precision must be one of {', '.join(PRECISIONS)}")
-        if self.epochs < 1 or self.batch_size < 1 or self.log_every < 1 or self.keep < 1:
-            problems.append("epochs, batch_size, log_every and keep must be positive")
-        if self.batch_size % num_devices:
-            problems.append(
-                f"batch size {self.batch_size} is not divisible by the {num_devices} devices"
-            )
+        """Raise ``TrainingError`` naming every bad field at once; ``num_devices`` must divide
+        the batch size."""
+
+        def finite_at_least_0(value: float) -> bool:
+            return math.isfinite(value) and value >= 0
+
+        checks = [
+            (self.optimizer in OPTIMIZER_NAMES,
+             f"optimizer must be one of {', '.join(OPTIMIZER_NAMES)}, got {self.optimizer!r}"),
+            (self.schedule in SCHEDULE_NAMES,
+             f"schedule must be one of {', '.join(SCHEDULE_NAMES)}, got {self.schedule!r}"),
+            (self.precision in PRECISIONS,
+             f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"),
+            (math.isfinite(self.lr) and self.lr > 0,
+             f"lr must be a finite number > 0, got {self.lr}"),
+            (finite_at_least_0(self.momentum),
+             f"momentum must be a finite number >= 0, got {self.momentum}"),
+            (finite_at_least_0(self.weight_decay),
+             f"weight_decay must be a finite number >= 0, got {self.weight_decay}"),
+            (0 <= self.label_smoothing < 1,
+             f"label_smoothing must be in [0, 1), got {self.label_smoothing}"),
+            (finite_at_least_0(self.warmup_epochs),
+             f"warmup_epochs must be a finite number >= 0, got {self.warmup_epochs}"),
+            (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
+            (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
+            (self.log_every >= 1, f"log_every must be >= 1, got {self.log_every}"),
+            (self.checkpoint_every >= 0,
+             f"checkpoint_every must be >= 0, got {self.checkpoint_every}"),
+            (self.keep >= 1, f"keep must be >= 1, got {self.keep}"),
+            (0 <= self.seed < 2**63, f"seed must be in [0, 2**63), got {self.seed}"),
+            (self.max_steps is None or self.max_steps >= 1,
+             f"max_steps must be >= 1, got {self.max_steps}"),
+            (self.batch_size < 1 or self.batch_size % num_devices == 0,
+             f"batch size {self.batch_size} is not divisible by the {num_devices} devices"),
+        ]  # fmt: skip
+        problems = [message for ok, message in checks if not ok]
         if problems:
             raise TrainingError("; ".join(problems))
 
@@ -231,12 +344,19 @@ class TrainConfig:
         }.get(self.schedule, {})
         return make_schedule(self.schedule, **kwargs)
 
-    def make_tx(self, schedule: optax.Schedule) -> optax.GradientTransformation:
-        """The optimizer, driven by ``schedule``."""
+    def make_tx(self, schedule: optax.Schedule, total_steps: int) -> optax.GradientTransformation:
+        """The optimizer, driven by ``schedule`` over ``total_steps``. With the one-cycle
+        schedule its momentum (AdamW's β1) cycles too, replacing ``momentum``, as torch's
+        ``OneCycleLR`` does by default (``cycle_momentum=True``)."""
         mask = None if self.decay_all else decay_kernels_only
         kwargs: dict[str, Any] = {"weight_decay": self.weight_decay, "weight_decay_mask": mask}
+        cycled = one_cycle_momentum(total_steps) if self.schedule == "onecycle" else None
         if self.optimizer == "sgd":
-            kwargs.update(momentum=self.momentum, nesterov=self.nesterov and self.momentum > 0)
+            momentum = self.momentum if cycled is None else cycled
+            nesterov = self.nesterov and (cycled is not None or self.momentum > 0)
+            kwargs.update(momentum=momentum, nesterov=nesterov)
+        elif cycled is not None:
+            kwargs["b1"] = cycled
         return make_optimizer(self.optimizer, schedule, **kwargs)
 
 
@@ -255,16 +375,40 @@ class TrainResult:
 def initialize_distributed() -> bool:
     """``jax.distributed.initialize()`` when a multi-process launch is detected.
 
-    Detected from the variables the usual launchers set: ``JAX_COORDINATOR_ADDRESS`` (with
-    ``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID``), Slurm, or a multi-host Cloud TPU
-    (``TPU_WORKER_HOSTNAMES`` naming more than one host). Returns whether it initialised.
+    Detected from the variables the usual launchers set: ``JAX_COORDINATOR_ADDRESS`` with
+    ``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID`` (a plain launch: JAX itself reads only the
+    address, so all three are passed explicitly), Slurm, or a multi-host Cloud TPU
+    (``TPU_WORKER_HOSTNAMES`` naming more than one host), where JAX finds the rest itself.
+    Returns whether it initialised; a launch it cannot make sense of is a ``TrainingError``.
     """
     env = os.environ
     multi_tpu = len(env.get("TPU_WORKER_HOSTNAMES", "").split(",")) > 1
-    if "JAX_COORDINATOR_ADDRESS" in env or "SLURM_JOB_ID" in env or multi_tpu:
-        jax.distributed.initialize()
-        return True
-    return False
+    cluster = "SLURM_JOB_ID" in env or multi_tpu
+    if "JAX_COORDINATOR_ADDRESS" not in env and not cluster:
+        return False
+    kwargs: dict[str, Any] = {}
+    given = {k: env[k] for k in ("JAX_NUM_PROCESSES", "JAX_PROCESS_ID") if k in env}
+    if "JAX_COORDINATOR_ADDRESS" in env:
+        kwargs["coordinator_address"] = env["JAX_COORDINATOR_ADDRESS"]
+        if len(given) < 2 and not cluster:
+            raise TrainingError(
+                "JAX_COORDINATOR_ADDRESS is set, so JAX_NUM_PROCESSES and JAX_PROCESS_ID "
+                "must be set too (JAX finds them itself only under Slurm or on a Cloud TPU)"
+            )
+    if len(given) == 2:
+        try:
+            count, index = int(given["JAX_NUM_PROCESSES"]), int(given["JAX_PROCESS_ID"])
+        except ValueError:
+            raise TrainingError(
+                f"JAX_NUM_PROCESSES and JAX_PROCESS_ID must be integers, got {given}"
+            ) from None
+        if not 0 <= index < count:
+            raise TrainingError(
+                f"need 0 <= JAX_PROCESS_ID < JAX_NUM_PROCESSES, got {index} and {count}"
+            )
+        kwargs.update(num_processes=count, process_id=index)
+    jax.distributed.initialize(**kwargs)
+    return True
 
 
 def init_variables(model: nn.Module, image_shape: tuple[int, ...], seed: int) -> Any:
@@ -277,8 +421,13 @@ def init_variables(model: nn.Module, image_shape: tuple[int, ...], seed: int) ->
     return jax.jit(model.init)(key, jnp.zeros((1, *image_shape), jnp.float32))
 
 
-def _local_slice(batch: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
-    """This process's share of a global batch (all of it on a single host)."""
+def local_slice(batch: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
+    """This process's share of a global batch: part ``jax.process_index()`` of each array cut
+    into ``jax.process_count()`` (the whole batch on a single host).
+
+    Every process draws the same global batches (same seed) and feeds its share to the compiled
+    steps, whose ``batch`` sharding assembles the shares into one global array.
+    """
     count, index = jax.process_count(), jax.process_index()
     return tuple(np.array_split(a, count)[index] for a in batch)
 
@@ -303,7 +452,7 @@ def evaluate(
 ) -> dict[str, float]:
     """Loss and accuracy over a whole split (eval mode, running statistics)."""
     totals: list[dict[str, jax.Array]] = []
-    batches = (_local_slice(b) for b in _eval_batches(images, labels, batch))
+    batches = (local_slice(b) for b in _eval_batches(images, labels, batch))
     for x, y, w in prefetch_to_device(batches, sharding=steps.batch):
         totals.append(steps.eval(state, x, y, w))
     summed = jax.device_get(jax.tree.map(lambda *a: sum(a), *totals))
@@ -311,33 +460,279 @@ def evaluate(
     return {"loss": float(summed["loss_sum"]) / count, "acc": float(summed["correct"]) / count}
 
 
+# --------------------------------------------------------------------------- work directory
+
+
+def _is_run_file(path: Path) -> bool:
+    # Also the staging directories (`.metrics.jsonl.*`) of atomic writes a kill interrupted.
+    return any(path.name == n or path.name.startswith(f".{n}.") for n in RUN_FILES)
+
+
+def _check_workdir(workdir: Path, *, resume: bool, overwrite: bool) -> None:
+    """Refuse a work directory the run cannot use as asked; reads only."""
+    if workdir.exists() and not workdir.is_dir():
+        raise TrainingError(f"work directory {workdir} is not a directory")
+    if resume and overwrite:
+        raise TrainingError("resume and overwrite exclude each other")
+    # An empty checkpoints/ (a run stopped before its first checkpoint) holds nothing to lose.
+    used = [n for n in RUN_FILES if (workdir / n).is_file() or any((workdir / n).glob("*"))]
+    if used and not (resume or overwrite):
+        raise TrainingError(
+            f"work directory {workdir} already holds a run ({', '.join(used)}): continue it "
+            "with --resume or start again with --overwrite"
+        )
+
+
+def _clear_run(workdir: Path) -> None:
+    """Delete what a previous run wrote in ``workdir``, and nothing else."""
+    if jax.process_index() == 0 and workdir.is_dir():
+        for path in filter(_is_run_file, workdir.iterdir()):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+    _sync("seres: previous run cleared")  # no process may see the directory half cleared
+
+
+def _sync(name: str) -> None:
+    """Wait for every process (after process 0 changed the shared work directory)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
+def read_metrics(workdir: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The epoch records of ``workdir/metrics.jsonl``, one per epoch of the whole run (resumed
+    or not) in order; ``[]`` when there is no such file."""
+    path = Path(workdir) / METRICS_FILE
+    if not path.exists():
+        return []
+    records = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            record = None
+        if not (isinstance(record, dict) and {"epoch", "step"} <= record.keys()):
+            raise TrainingError(f"{path}, line {number}: not an epoch record of seres")
+        records.append(record)
+    return records
+
+
+def _write_metrics(path: Path, records: list[dict[str, Any]]) -> None:
+    """Replace ``metrics.jsonl`` whole: a kill leaves the old file or the new one."""
+    if jax.process_index() == 0:
+        with atomic_path(path, force=True) as tmp:
+            tmp.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def _reason(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    text = f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def _shapes(tree: Any) -> dict[str, tuple[int, ...]]:
+    """``{"params/fc/kernel": shape, ...}`` of a state or of orbax's metadata of one."""
+
+    def name(key: Any) -> str:
+        return str(next(getattr(key, a) for a in ("key", "name", "idx") if hasattr(key, a)))
+
+    flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {"/".join(map(name, path)): tuple(leaf.shape) for path, leaf in flat}
+
+
+_SHOWN_DIFFERENCES = 6
+
+
+def _check_fits(saved: Any, expected: Any, where: str) -> None:
+    """Raise ``TrainingError`` naming each path whose shape differs between a checkpoint's
+    metadata and the state to restore: the weights', or else the optimizer state's."""
+    have, want = _shapes(saved), _shapes(expected)
+    weights = {p for p in have.keys() | want.keys() if p.startswith(("params/", "batch_stats/"))}
+    others = (have.keys() | want.keys()) - weights
+    params_first = sorted(weights, key=lambda p: (p.startswith("batch_stats/"), p))
+    for group, what in (
+        (params_first, "does not fit the model"),
+        (sorted(others), "holds another optimizer's state"),
+    ):
+        problems = [
+            f"{p}: not saved" if p not in have
+            else f"{p}: saved, not expected" if p not in want
+            else f"{p}: {have[p]} saved, {want[p]} expected"
+            for p in group
+            if have.get(p) != want.get(p)
+        ]  # fmt: skip
+        if problems:
+            shown = "; ".join(problems[:_SHOWN_DIFFERENCES])
+            more = len(problems) - _SHOWN_DIFFERENCES
+            rest = f" (and {more} more)" if more > 0 else ""
+            raise TrainingError(f"{where} {what}: {shown}{rest}")
+
+
 class _Checkpoints:
-    """orbax CheckpointManager of the state pytree; synchronous, so donation is safe."""
+    """orbax CheckpointManager of the state and the running epoch's metric sums; synchronous,
+    so donation is safe."""
 
     def __init__(self, directory: Path, keep: int) -> None:
         import orbax.checkpoint as ocp
 
         self._ocp = ocp
+        self.directory = directory
         options = ocp.CheckpointManagerOptions(
-            max_to_keep=keep, create=True, enable_async_checkpointing=False
+            max_to_keep=keep,
+            create=True,
+            enable_async_checkpointing=False,
+            cleanup_tmp_directories=True,
         )
-        self.manager = ocp.CheckpointManager(directory.absolute(), options=options)
+        # "default" holds the state, where `seres convert` (seres_jax.formats) looks for it.
+        handlers = {
+            "default": ocp.StandardCheckpointHandler(),
+            "epoch": ocp.JsonCheckpointHandler(),
+        }
+        self.manager = ocp.CheckpointManager(
+            directory.absolute(), item_handlers=handlers, options=options
+        )
 
-    def save(self, state: TrainState) -> None:
-        step = int(jax.device_get(state.step))
-        if step not in self.manager.all_steps():
-            self.manager.save(step, args=self._ocp.args.StandardSave(state))
+    def latest(self) -> int | None:
+        return self.manager.latest_step()
 
-    def restore(self, template: TrainState) -> TrainState | None:
-        step = self.manager.latest_step()
-        if step is None:
-            return None
+    def save(self, state: TrainState, epoch_totals: np.ndarray) -> None:
+        args = self._ocp.args
+        self.manager.save(
+            int(jax.device_get(state.step)),
+            args=args.Composite(
+                default=args.StandardSave(state),
+                epoch=args.JsonSave({"totals": [float(t) for t in epoch_totals]}),
+            ),
+        )
+
+    def restore(self, template: TrainState) -> tuple[TrainState, np.ndarray | None] | None:
+        """The newest readable checkpoint's state and epoch sums (``None`` in a checkpoint of
+        an earlier seres, which saved the state alone); ``None`` if there is none.
+
+        Unreadable newer checkpoints are set aside, with a warning: the run goes on from an
+        older one and writes those steps again. One of another model is a ``TrainingError``,
+        and so is a directory of unreadable checkpoints only.
+        """
+        args = self._ocp.args
         abstract = jax.tree.map(self._ocp.utils.to_shape_dtype_struct, template)
-        return self.manager.restore(step, args=self._ocp.args.StandardRestore(abstract))
+        unreadable: list[tuple[int, str]] = []
+        for step in sorted(self.manager.all_steps(), reverse=True):
+            # orbax and tensorstore raise many kinds of errors for damaged files.
+            try:
+                metadata = self.manager.item_metadata(step)["default"]
+            except Exception as err:
+                unreadable.append((step, _reason(err)))
+                continue
+            if metadata is not None:  # None without `_METADATA`, which restoring can do without
+                _check_fits(metadata.tree, abstract, f"checkpoint step {step} in {self.directory}")
+            items = {"default": args.StandardRestore(abstract)}
+            has_sums = (self.directory / str(step) / "epoch").is_dir()
+            if has_sums:
+                items["epoch"] = args.JsonRestore()
+            try:
+                restored = self.manager.restore(step, args=args.Composite(**items))
+                totals = (
+                    np.array(restored["epoch"]["totals"], np.float64).reshape(3)
+                    if has_sums
+                    else None
+                )
+            except Exception as err:
+                unreadable.append((step, _reason(err)))
+                continue
+            if unreadable:
+                self._set_aside(unreadable, resumed_from=step)
+            return restored["default"], totals
+        if unreadable:
+            step, reason = unreadable[0]
+            raise TrainingError(
+                f"no readable checkpoint in {self.directory} (step {step}: {reason}); "
+                "start again with --overwrite"
+            )
+        return None
+
+    def _set_aside(self, unreadable: list[tuple[int, str]], resumed_from: int) -> None:
+        """Rename unreadable checkpoints to ``<step>.unreadable``, which orbax ignores: the
+        resumed run writes those steps again, and nothing is deleted."""
+        if jax.process_index() == 0:
+            moved = []
+            for step, _ in unreadable:
+                aside = self.directory / f"{step}.unreadable"
+                for n in itertools.count(2):
+                    if not aside.exists():
+                        break
+                    aside = self.directory / f"{step}.unreadable.{n}"
+                (self.directory / str(step)).rename(aside)
+                moved.append(aside.name)
+            logger.warning(
+                "checkpoint step %s in %s is unreadable (%s); resuming from step %s (set aside "
+                "as %s)",
+                ", ".join(str(s) for s, _ in unreadable), self.directory, unreadable[0][1],
+                resumed_from, ", ".join(moved),
+            )  # fmt: skip
+        _sync("seres: unreadable checkpoints set aside")
+        self.manager.reload()
 
     def close(self) -> None:
         self.manager.wait_until_finished()
         self.manager.close()
+
+
+# --------------------------------------------------------------------------- loop
+
+
+@jax.jit
+def _all_finite(tree: Any) -> jax.Array:
+    leaves = [x for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
+
+
+_TOTALS = ("loss_sum", "correct", "count")
+
+
+class _Tally:
+    """The train step's metrics on their way from the device: fetched in one transfer per
+    window, checked for a non-finite loss, and summed into the logging window and the epoch."""
+
+    def __init__(self, epoch_totals: np.ndarray) -> None:
+        self.pending: list[dict[str, jax.Array]] = []
+        self.epoch = epoch_totals  # loss_sum, correct, count of the running epoch
+        self.new_window()
+
+    def new_window(self) -> None:
+        self.window = np.zeros(3)
+        self.window_start = time.perf_counter()
+
+    def drain(self, step: int) -> int | None:
+        """Fetch the pending steps, the last of which is ``step``: the first step whose loss
+        is not finite (then nothing is summed), or ``None``."""
+        host = jax.device_get(self.pending)
+        self.pending = []
+        first = step - len(host) + 1
+        for offset, metrics in enumerate(host):
+            if not np.isfinite(metrics["loss_sum"]):
+                return first + offset
+        totals = np.array([sum(float(m[k]) for m in host) for k in _TOTALS])
+        self.window += totals
+        self.epoch += totals
+        return None
+
+
+def _diverged(what: str, step: int, checkpoints: _Checkpoints | None) -> DivergenceError:
+    kept = ""
+    if checkpoints is not None:
+        latest = checkpoints.latest()
+        kept = (
+            f"; the last finite checkpoint, step {latest}, is kept in {checkpoints.directory}"
+            if latest is not None
+            else "; no checkpoint was written"
+        )
+    return DivergenceError(f"training diverged: {what}{kept} (try a lower lr)", step)
 
 
 def fit(
@@ -348,6 +743,7 @@ def fit(
     variables: Any = None,
     workdir: str | os.PathLike[str] | None = None,
     resume: bool = False,
+    overwrite: bool = False,
     mesh: Mesh | None = None,
     on_log: Callable[[dict[str, Any]], None] | None = None,
 ) -> TrainResult:
@@ -355,9 +751,14 @@ def fit(
 
     ``variables`` (default: a fresh seeded init) are the starting weights, e.g. converted from
     PyTorch. With ``workdir``, checkpoints go to ``workdir/checkpoints`` and one JSON line per
-    epoch to ``workdir/metrics.jsonl``; ``resume=True`` continues from the latest checkpoint
-    there. ``on_log`` receives a record every ``log_every`` steps and at each epoch's end.
-    Everything is validated before anything is written.
+    epoch to ``workdir/metrics.jsonl``. A ``workdir`` holding a previous run is refused unless
+    ``resume=True`` (continue from its newest readable checkpoint, or from scratch if it has
+    none, and redo the metrics lines written after that checkpoint) or ``overwrite=True``
+    (delete the previous run's ``RUN_FILES``, and nothing else, and start afresh).
+    ``on_log`` receives a record every ``log_every`` steps and at each epoch's end; warnings
+    (an unreadable checkpoint skipped, a resume from scratch) go to this module's logger.
+    Everything is validated before anything is written. A non-finite loss or non-finite
+    weights raise ``DivergenceError`` (see the module docstring).
     """
     mesh = mesh or make_mesh()
     config.validate(mesh.size)
@@ -368,6 +769,10 @@ def fit(
         )
     if resume and workdir is None:
         raise TrainingError("resume needs a workdir holding the checkpoints")
+    if workdir is not None:
+        workdir = Path(workdir)
+        _check_workdir(workdir, resume=resume, overwrite=overwrite)
+    records = read_metrics(workdir) if resume else []  # metrics.jsonl, earlier runs included
     steps_per_epoch = dataset.train_images.shape[0] // config.batch_size
     total_steps = config.epochs * steps_per_epoch
     last_step = min(total_steps, config.max_steps or total_steps)
@@ -379,28 +784,44 @@ def fit(
         # The state is donated to every step: never hand the caller's buffers to it.
         variables = jax.tree.map(lambda a: jnp.array(a, copy=True), variables)
     schedule = config.make_schedule(total_steps, steps_per_epoch)
-    tx = config.make_tx(schedule)
-    steps = compile_steps(mesh, config.label_smoothing)
+    tx = config.make_tx(schedule, total_steps)
+    steps = compile_steps(mesh)
     state = jax.device_put(TrainState.create(model.apply, variables, tx), steps.replicated)
+    smoothing = jax.device_put(np.float32(config.label_smoothing), steps.replicated)
 
-    checkpoints = metrics_file = None
+    checkpoints = None
+    tally = _Tally(np.zeros(3))
     if workdir is not None:
-        workdir = Path(workdir)
+        if overwrite:
+            _clear_run(workdir)
         workdir.mkdir(parents=True, exist_ok=True)
-        checkpoints = _Checkpoints(workdir / "checkpoints", config.keep)
-        metrics_file = workdir / "metrics.jsonl"
-        if resume:
-            restored = checkpoints.restore(state)
-            if restored is not None:
-                state = jax.device_put(restored, steps.replicated)
-
+        checkpoints = _Checkpoints(workdir / CHECKPOINT_DIR, config.keep)
     history: list[dict[str, Any]] = []
-    step = int(jax.device_get(state.step))
     augment = random_crop_flip if config.augment else None
     start_time = time.perf_counter()
     try:
+        if checkpoints is not None and resume:
+            restored = checkpoints.restore(state)
+            if restored is None:
+                logger.warning("no checkpoint in %s: starting from scratch", checkpoints.directory)
+            else:
+                state = jax.device_put(restored[0], steps.replicated)
+                tally.epoch = np.zeros(3) if restored[1] is None else restored[1]
+            resumed_at = int(jax.device_get(state.step))
+            if restored is not None and restored[1] is None and resumed_at % steps_per_epoch:
+                logger.warning(
+                    "checkpoint step %d in %s holds no epoch sums (written by an earlier "
+                    "seres): epoch %d's line covers its steps after step %d only",
+                    resumed_at, checkpoints.directory, resumed_at // steps_per_epoch + 1,
+                    resumed_at,
+                )  # fmt: skip
+            if any(r["step"] > resumed_at for r in records):
+                records = [r for r in records if r["step"] <= resumed_at]
+                _write_metrics(workdir / METRICS_FILE, records)
+        step = int(jax.device_get(state.step))
         while step < last_step:
             epoch, skip = divmod(step, steps_per_epoch)
+            epoch_end = min((epoch + 1) * steps_per_epoch, last_step)
             batches = iterate_batches(
                 dataset.train_images, dataset.train_labels, config.batch_size,
                 shuffle=True, seed=config.seed, epoch=epoch, augment=augment,
@@ -408,62 +829,79 @@ def fit(
             # Replaying the epoch's first `skip` batches keeps the augmentation draws aligned.
             for _ in range(skip):
                 next(batches)
-            pending: list[dict[str, jax.Array]] = []
-            epoch_totals = np.zeros(3)  # host sums of loss, correct, count
-            window_start = time.perf_counter()
-            remaining = min(steps_per_epoch - skip, last_step - step)
-            local = (_local_slice(b) for b in batches)
+            tally.new_window()
+            local = (local_slice(b) for b in batches)
             for x, y in prefetch_to_device(
-                (b for _, b in zip(range(remaining), local, strict=False)), sharding=steps.batch
+                (b for _, b in zip(range(epoch_end - step), local, strict=False)),
+                sharding=steps.batch,
             ):
-                state, metrics = steps.train(state, x, y)
+                state, metrics = steps.train(state, x, y, smoothing)
                 step += 1
-                pending.append(metrics)
-                if checkpoints and config.checkpoint_every and step % config.checkpoint_every == 0:
-                    checkpoints.save(state)
-                if len(pending) == config.log_every or step == last_step:
-                    window = _fetch_totals(pending)
-                    epoch_totals += window
-                    record = _rates(window, time.perf_counter() - window_start)
-                    record.update(epoch=epoch, step=step, lr=float(schedule(step - 1)))
-                    pending = []
-                    window_start = time.perf_counter()
-                    if on_log:
-                        on_log({"kind": "progress", **record})
-            epoch_totals += _fetch_totals(pending)
-            if step % steps_per_epoch == 0 or step == last_step:
-                train_summary = _rates(epoch_totals, 0.0)
-                val = evaluate(
-                    steps, state, dataset.test_images, dataset.test_labels, config.batch_size
+                tally.pending.append(metrics)
+                log = (step - epoch * steps_per_epoch) % config.log_every == 0 or step == epoch_end
+                save = checkpoints is not None and (
+                    step == last_step
+                    or (config.checkpoint_every > 0 and step % config.checkpoint_every == 0)
                 )
-                record = {
-                    "kind": "epoch",
-                    "epoch": epoch,
-                    "step": step,
-                    "train_loss": train_summary["loss"],
-                    "train_acc": train_summary["acc"],
-                    "val_loss": val["loss"],
-                    "val_acc": val["acc"],
-                    "elapsed_s": time.perf_counter() - start_time,
-                }
-                history.append(record)
-                if metrics_file is not None and jax.process_index() == 0:
-                    with metrics_file.open("a", encoding="utf-8") as f:
-                        f.write(json.dumps(record) + "\n")
-                if on_log:
-                    on_log(record)
-        if checkpoints:
-            checkpoints.save(state)
+                if not (log or save):
+                    continue
+                # Fetched before every checkpoint too, so a diverged state is never saved.
+                bad = tally.drain(step)
+                if bad is not None:
+                    raise _diverged(f"non-finite loss at step {bad}", bad, checkpoints)
+                if log:
+                    if on_log:
+                        record = _rates(tally.window, time.perf_counter() - tally.window_start)
+                        record.update(epoch=epoch, step=step, lr=float(schedule(step - 1)))
+                        on_log({"kind": "progress", **record})
+                    tally.new_window()
+                if not (save or step == epoch_end):
+                    continue
+                if not bool(_all_finite((state.params, state.batch_stats, state.opt_state))):
+                    raise _diverged(f"non-finite weights after step {step}", step, checkpoints)
+                if step == epoch_end:
+                    record = _epoch_record(steps, state, dataset, config, epoch, step, tally)
+                    if not math.isfinite(record["val_loss"]):
+                        raise _diverged(
+                            f"non-finite validation loss after step {step}", step, checkpoints
+                        )
+                    record["elapsed_s"] = time.perf_counter() - start_time
+                    history.append(record)
+                    if workdir is not None:
+                        records = [r for r in records if r["epoch"] != epoch] + [record]
+                        _write_metrics(workdir / METRICS_FILE, records)
+                    if step % steps_per_epoch == 0:
+                        tally.epoch = np.zeros(3)
+                    if on_log:
+                        on_log(record)
+                if save:
+                    checkpoints.save(state, tally.epoch)
     finally:
         if checkpoints:
             checkpoints.close()
     return TrainResult(state, history, time.perf_counter() - start_time)
 
 
-def _fetch_totals(metrics: list[dict[str, jax.Array]]) -> np.ndarray:
-    """Sum a window of per-step metrics on the host, fetched in one transfer."""
-    host = jax.device_get(metrics)
-    return np.array([sum(float(m[k]) for m in host) for k in ("loss_sum", "correct", "count")])
+def _epoch_record(
+    steps: CompiledSteps,
+    state: TrainState,
+    dataset: Dataset,
+    config: TrainConfig,
+    epoch: int,
+    step: int,
+    tally: _Tally,
+) -> dict[str, Any]:
+    train = _rates(tally.epoch, 0.0)
+    val = evaluate(steps, state, dataset.test_images, dataset.test_labels, config.batch_size)
+    return {
+        "kind": "epoch",
+        "epoch": epoch,
+        "step": step,
+        "train_loss": train["loss"],
+        "train_acc": train["acc"],
+        "val_loss": val["loss"],
+        "val_acc": val["acc"],
+    }
 
 
 def _rates(totals: np.ndarray, seconds: float) -> dict[str, float]:
