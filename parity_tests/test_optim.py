@@ -291,6 +291,23 @@ def test_one_cycle_with_torch_defaults_cycles_momentum_too(case):
     assert _max_param_error(fixed, theirs) > 100 * PARAM_RTOL
 
 
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_train_config_one_cycle_is_torch_one_cycle_lr_with_its_defaults(optimizer):
+    from seres_jax.train import TrainConfig
+
+    lr = 0.1 if optimizer == "sgd" else 1e-2
+    config = TrainConfig(optimizer=optimizer, schedule="onecycle", lr=lr, nesterov=False,
+                         weight_decay=5e-2, decay_all=True)  # fmt: skip
+    tx = config.make_tx(config.make_schedule(NUM_STEPS, NUM_STEPS), NUM_STEPS)
+    torch_cls, torch_kwargs = {
+        # OneCycleLR replaces SGD's momentum by its own cycle, as seres replaces --momentum.
+        "sgd": (torch.optim.SGD, dict(momentum=config.momentum, weight_decay=5e-2)),
+        "adamw": (torch.optim.AdamW, dict(weight_decay=5e-2)),
+    }[optimizer]
+    theirs = _run_torch(torch_cls, lr, torch_kwargs, _torch_one_cycle_default(lr))
+    assert _max_param_error(_run_optax(tx), theirs) <= PARAM_RTOL
+
+
 NO_DECAY = ("bias", "bn_scale")
 
 

@@ -1,10 +1,11 @@
-"""The README's Python usage example runs as written."""
+"""The README's Python examples run as written."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
+import numpy as np
 import torch
 
 import seres_torch as st
@@ -23,6 +24,9 @@ def test_readme_usage_example_runs(tmp_path, monkeypatch):
     for block in blocks:
         namespaces.append({})
         exec(compile(block, str(README), "exec"), namespaces[-1])
-    conversion, zoo = namespaces
+    conversion, loop, zoo = namespaces
     assert list(conversion["torch_state"]) == list(conversion["state_dict"])
+    assert int(loop["state"].step) == loop["total"] == 11
+    assert float(loop["metrics"]["loss"]) < 2.0 < np.log(10)  # below chance: it learnt
+    assert np.isfinite(loop["val"]["loss"]) and 0 <= loop["val"]["acc"] <= 1
     assert zoo["variables"]["params"]["fc"]["kernel"].shape == (2048, 1000)

@@ -3,8 +3,10 @@
 A thin layer over ``seres_jax``: every command is a few calls into the library. Every user
 error (unknown model or dataset, bad data directory, a batch size the devices cannot split, a
 bad, truncated or malicious checkpoint, an existing destination) is one ``seres: error: ...``
-message and exit status 2, reported before anything is written; ``seres parity`` exits 1
-when parity fails. Nothing imports this module.
+message and exit status 2, reported before anything is written, and so is a training run
+that diverged; warnings (a resume from scratch, an unreadable checkpoint skipped) are
+``seres: warning: ...`` lines. ``seres parity`` exits 1 when parity fails. Nothing imports
+this module.
 """
 
 from __future__ import annotations
@@ -12,17 +14,43 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 DEMO_ARCH = "seresnet_tiny:in_ch=1,base=16,reduction=4"
+DEMO_EXPORT = "seresnet_tiny_digits.safetensors"
 _DTYPES = ("float32", "float16", "bfloat16")
 
 
 class UsageError(Exception):
     """A bad argument found by the CLI itself."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors raised as ``UsageError``: one ``seres: error:`` line, no usage
+    block, like every other error of the command."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+def _int_at_least(minimum: int) -> Callable[[str], int]:
+    what = "a positive integer" if minimum == 1 else "a non-negative integer"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be {what}, got {value}")
+        return value
+
+    return parse
 
 
 def _add_train_arguments(p: argparse.ArgumentParser) -> None:
@@ -72,7 +100,15 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
         "--checkpoint-every", type=int, default=d.checkpoint_every, help="steps (0: at the end)"
     )
     p.add_argument("--keep", type=int, default=d.keep, help="checkpoints kept")
-    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
+    p.add_argument(
+        "--resume", action="store_true", help="continue the run in --workdir where it stopped"
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start again in a --workdir holding a run (deleting its checkpoints, metrics and "
+        "curves, nothing else); replace an existing --export file",
+    )
     p.add_argument("--export", type=Path, help="write the weights as a PyTorch .safetensors")
     p.add_argument(
         "--log-every", type=int, default=d.log_every, help="steps between metric fetches"
@@ -82,14 +118,17 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="seres", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="seres", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="train a model with optax")
     _add_train_arguments(train)
     demo = sub.add_parser("demo", help="train on digits in JAX, export, evaluate in PyTorch too")
     demo.add_argument("--workdir", type=Path, help="where to keep the run (default: temporary)")
-    demo.add_argument("--epochs", type=int, default=15)
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument(
+        "--overwrite", action="store_true", help="replace an earlier demo run in --workdir"
+    )
+    demo.add_argument("--epochs", type=_int_at_least(1), default=15)
+    demo.add_argument("--seed", type=_int_at_least(0), default=0)
     demo.add_argument("--no-progress", dest="progress", action="store_false")
 
     convert = sub.add_parser("convert", help="convert a checkpoint between formats")
@@ -108,9 +147,10 @@ def _parser() -> argparse.ArgumentParser:
                         help="other weights for the JAX side, e.g. a converted file")  # fmt: skip
     parity.add_argument("--device", choices=("cpu", "gpu", "tpu"), help="JAX platform")
     parity.add_argument("--json", type=Path, help="also write the report as JSON here")
-    parity.add_argument("--batch-size", type=int, default=4)
-    parity.add_argument("--image-size", type=int, default=32)
-    parity.add_argument("--seed", type=int, default=0)
+    parity.add_argument("--force", action="store_true", help="replace an existing --json file")
+    parity.add_argument("--batch-size", type=_int_at_least(1), default=4)
+    parity.add_argument("--image-size", type=_int_at_least(1), default=32)
+    parity.add_argument("--seed", type=_int_at_least(0), default=0)
     return parser
 
 
@@ -162,7 +202,7 @@ def _plot(history: list[dict[str, Any]], path: Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    with atomic_path(path) as tmp:
+    with atomic_path(path, force=True) as tmp:  # a file only, never a directory
         fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
 
@@ -170,57 +210,89 @@ def _plot(history: list[dict[str, Any]], path: Path) -> None:
 def _train(args: argparse.Namespace) -> int:
     from seres_jax.data import load_dataset
     from seres_jax.registry import MODELS, build_flax, parse_arch
-    from seres_jax.train import TrainConfig, fit, initialize_distributed, make_mesh
+    from seres_jax.train import (
+        CURVES_FILE,
+        TrainConfig,
+        fit,
+        initialize_distributed,
+        make_mesh,
+        read_metrics,
+    )
 
-    if args.export is not None and args.export.suffix != ".safetensors":
-        raise UsageError(f"--export must name a .safetensors file, got {args.export}")
+    if args.export is not None:
+        if args.export.suffix != ".safetensors":
+            raise UsageError(f"--export must name a .safetensors file, got {args.export}")
+        if args.export.is_dir():
+            raise UsageError(f"--export {args.export} is a directory")
+        if args.export.exists() and not args.overwrite:
+            raise UsageError(f"{args.export} exists; pass --overwrite to replace it")
     if args.resume and args.workdir is None:
         raise UsageError("--resume needs --workdir")
+    if args.resume and args.overwrite:
+        raise UsageError("--resume and --overwrite exclude each other")
+    _warnings_to_stderr()
     initialize_distributed()
     name, overrides = parse_arch(args.model)  # validates the name before the data is loaded
-    dataset = load_dataset(args.dataset, data_dir=args.data_dir, seed=args.seed)
-    channels_arg = MODELS[name].in_channels_arg
-    arch_defaults = {channels_arg: dataset.image_shape[-1], "num_classes": dataset.num_classes}
-    model = build_flax(args.model, **{**arch_defaults, **overrides})
     augment = args.dataset == "cifar10" if args.augment is None else args.augment
     fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"augment"}
     config = TrainConfig(augment=augment, **{k: v for k, v in vars(args).items() if k in fields})
     mesh = make_mesh()
-    config.validate(mesh.size)  # before the workdir exists
+    config.validate(mesh.size)  # before the data is read (with the seed) and the workdir exists
+    dataset = load_dataset(args.dataset, data_dir=args.data_dir, seed=args.seed)
+    channels_arg = MODELS[name].in_channels_arg
+    channels, classes = dataset.image_shape[-1], dataset.num_classes
+    if overrides.get(channels_arg, channels) != channels:
+        raise UsageError(f"--model has {channels_arg}={overrides[channels_arg]}, but "
+                         f"{args.dataset} images have {channels} channels")  # fmt: skip
+    if overrides.get("num_classes", classes) < classes:
+        raise UsageError(f"--model has num_classes={overrides['num_classes']}, but "
+                         f"{args.dataset} has {classes} classes")  # fmt: skip
+    model = build_flax(args.model, **{channels_arg: channels, "num_classes": classes, **overrides})
     steps_per_epoch = dataset.train_images.shape[0] // max(config.batch_size, 1)
     total = min(config.epochs * steps_per_epoch, config.max_steps or 1 << 62)
     progress = _Progress(total, args.progress)
     try:
         result = fit(
-            model, dataset, config, workdir=args.workdir, resume=args.resume, mesh=mesh,
-            on_log=progress,
+            model, dataset, config, workdir=args.workdir, resume=args.resume,
+            overwrite=args.overwrite, mesh=mesh, on_log=progress,
         )  # fmt: skip
     finally:
         progress.close()
     if args.workdir is not None and result.history:
-        _plot(_read_history(args.workdir / "metrics.jsonl"), args.workdir / "curves.png")
+        _plot(read_metrics(args.workdir), args.workdir / CURVES_FILE)
     if args.export is not None:
-        _export(result.state.variables, args.export)
+        _export(result.state.variables, args.export, force=args.overwrite)
         print(f"exported PyTorch weights to {args.export}")
     if result.history:
         last = result.history[-1]
         print(f"final: val loss {last['val_loss']:.4f}, val acc {last['val_acc']:.4f}, "
               f"{result.train_seconds:.1f} s")  # fmt: skip
+    else:
+        print(f"nothing to train: the run in {args.workdir} is at step {int(result.state.step)}")
     return 0
 
 
-def _read_history(path: Path) -> list[dict[str, Any]]:
-    # The whole run's epochs, including those before a --resume.
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+class _WarningLines(logging.Handler):
+    """The library's warnings as ``seres: warning: ...`` lines on the stderr of the moment."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(f"seres: warning: {record.getMessage()}", file=sys.stderr)
 
 
-def _export(variables: Any, path: Path) -> None:
+def _warnings_to_stderr() -> None:
+    library = logging.getLogger("seres_jax")
+    if not any(isinstance(h, _WarningLines) for h in library.handlers):
+        library.addHandler(_WarningLines(logging.WARNING))
+        library.propagate = False  # not again through a root handler another library set up
+
+
+def _export(variables: Any, path: Path, *, force: bool) -> None:
     import jax
 
     from seres_jax.convert import flax_to_state_dict
     from seres_jax.formats import save_state_dict
 
-    save_state_dict(flax_to_state_dict(jax.device_get(variables)), path)
+    save_state_dict(flax_to_state_dict(jax.device_get(variables)), path, force=force)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -232,9 +304,14 @@ def _demo(args: argparse.Namespace) -> int:
 
     from seres_jax.data import load_digits
     from seres_jax.registry import build_flax, build_torch
-    from seres_jax.train import TrainConfig, fit
+    from seres_jax.train import CURVES_FILE, RUN_FILES, TrainConfig, fit
 
     start = time.perf_counter()
+    if args.workdir is not None and args.workdir.exists() and not args.overwrite:
+        earlier = [n for n in (*RUN_FILES, DEMO_EXPORT) if (args.workdir / n).exists()]
+        if earlier:
+            raise UsageError(f"{args.workdir} holds an earlier run ({', '.join(earlier)}); "
+                             "pass --overwrite to replace it")  # fmt: skip
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="seres-demo-"))
     dataset = load_digits(seed=args.seed)
     model = build_flax(DEMO_ARCH)
@@ -245,12 +322,14 @@ def _demo(args: argparse.Namespace) -> int:
     steps_per_epoch = dataset.train_images.shape[0] // config.batch_size
     progress = _Progress(config.epochs * steps_per_epoch, args.progress)
     try:
-        result = fit(model, dataset, config, workdir=workdir, on_log=progress)
+        result = fit(
+            model, dataset, config, workdir=workdir, overwrite=args.overwrite, on_log=progress
+        )
     finally:
         progress.close()
-    _plot(result.history, workdir / "curves.png")
-    export = workdir / "seresnet_tiny_digits.safetensors"
-    _export(result.state.variables, export)
+    _plot(result.history, workdir / CURVES_FILE)
+    export = workdir / DEMO_EXPORT
+    _export(result.state.variables, export, force=args.overwrite)
 
     import safetensors.torch
     import torch
@@ -274,19 +353,20 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _convert(args: argparse.Namespace) -> int:
-    from seres_jax.formats import format_of, load_checkpoint, save_checkpoint
+    from seres_jax.formats import check_destination, format_of, load_checkpoint, save_checkpoint
     from seres_jax.registry import variables_template
 
-    dst_format, _ = format_of(args.dst)
-    if args.dst.exists() and not args.force:
-        raise UsageError(f"{args.dst} exists; pass --force to replace it")
-    template = variables_template(args.arch, args.param_dtype) if args.arch else None
-    checkpoint = load_checkpoint(args.src)
-    save_checkpoint(checkpoint, args.dst, force=args.force, template=template)
     src_format, _ = format_of(args.src)
-    count = len(checkpoint.to_state_dict())
+    dst_format, _ = format_of(args.dst)
+    # Refused before anything is read: an existing DST without --force, one of another kind,
+    # or one that is or holds SRC.
+    check_destination(args.dst, force=args.force, directory=dst_format == "orbax", source=args.src)
+    template = variables_template(args.arch, args.param_dtype) if args.arch else None
+    checkpoint = load_checkpoint(args.src, template=template)
+    save_checkpoint(checkpoint, args.dst, force=args.force, template=template)
     strict = f", checked against {args.arch}" if args.arch else ""
-    print(f"{args.src} ({src_format}) -> {args.dst} ({dst_format}): {count} tensors{strict}")
+    print(f"{args.src} ({src_format}) -> {args.dst} ({dst_format}): "
+          f"{checkpoint.num_tensors} tensors{strict}")  # fmt: skip
     return 0
 
 
@@ -296,10 +376,12 @@ def _parity(args: argparse.Namespace) -> int:
     import torch
 
     from seres_jax.convert import to_torch
-    from seres_jax.formats import atomic_path, load_checkpoint
+    from seres_jax.formats import atomic_path, check_destination, load_checkpoint
     from seres_jax.parity import parity_report, randomize_batchnorm
     from seres_jax.registry import build_flax, build_torch, model_config, variables_template
 
+    if args.json is not None:
+        check_destination(args.json, force=args.force)  # before the work, not after it
     jax.config.update("jax_default_matmul_precision", "highest")
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
@@ -312,11 +394,13 @@ def _parity(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     torch_model = build_torch(args.arch)
     if args.checkpoint is not None:
-        state = load_checkpoint(args.checkpoint).to_state_dict(template)
+        state = load_checkpoint(args.checkpoint, template=template).to_state_dict(template)
         torch_model.load_state_dict({k: to_torch(v) for k, v in state.items()}, strict=True)
     else:
         randomize_batchnorm(torch_model, args.seed)
-    variables = load_checkpoint(args.against).to_variables(template) if args.against else None
+    variables = None
+    if args.against is not None:
+        variables = load_checkpoint(args.against, template=template).to_variables(template)
     shape = (args.batch_size, arguments[spec.in_channels_arg], args.image_size, args.image_size)
     x = np.random.default_rng(args.seed).standard_normal(shape).astype(np.float32)
     report = parity_report(
@@ -325,13 +409,29 @@ def _parity(args: argparse.Namespace) -> int:
     )  # fmt: skip
     print(report.format())
     if args.json is not None:
-        with atomic_path(args.json) as tmp:
+        with atomic_path(args.json, force=args.force) as tmp:
             tmp.write_text(json.dumps(report.to_dict(), indent=2), encoding="utf-8")
     return 0 if report.ok else 1
 
 
+def _print_error(message: str, *details: str) -> None:
+    """``seres: error: message``, then one indented line per detail."""
+
+    # Messages quote file names and keys that a hostile file chose: every control character
+    # (line breaks too) is escaped, so nothing can recolour the terminal or forge a line.
+    def safe(text: str) -> str:
+        return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+
+    lines = [f"seres: error: {safe(message)}", *(f"  - {safe(d)}" for d in details)]
+    print("\n".join(lines), file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    try:
+        args = _parser().parse_args(argv)
+    except UsageError as err:
+        _print_error(str(err))
+        return 2
     from seres_jax.convert import ConversionError
     from seres_jax.data import DataError
     from seres_jax.formats import CheckpointError
@@ -342,9 +442,11 @@ def main(argv: list[str] | None = None) -> int:
     errors = (UsageError, DataError, RegistryError, TrainingError, ConversionError, CheckpointError)
     try:
         return commands[args.command](args)
+    except ConversionError as err:
+        _print_error(str(err).splitlines()[0], *err.problems)  # one problem a line
+        return 2
     except errors as err:
-        message = " ".join(str(err).split()) if not isinstance(err, ConversionError) else err
-        print(f"seres: error: {message}", file=sys.stderr)
+        _print_error(" ".join(str(err).split()))
         return 2
     except KeyboardInterrupt:
         print("seres: interrupted", file=sys.stderr)

@@ -15,14 +15,18 @@ from typing import TYPE_CHECKING, Any
 
 import flax.linen as nn
 
+from .layers import ATTENTIONS
 from .models import SEResNetTiny
-from .resnet import ZOO, SEResNet
+from .resnet import BLOCKS, ZOO, SEResNet
 
 if TYPE_CHECKING:
     import torch
 
 # Fields of a Flax module that are not constructor arguments of the PyTorch twin.
 _FLAX_ONLY = frozenset({"dtype", "param_dtype", "parent", "name"})
+# String arguments with a closed set of values; every integer argument counts something
+# (channels, classes, blocks, groups), so it must be positive.
+_CHOICES = {"attn": ATTENTIONS, "block": tuple(BLOCKS)}
 
 
 class RegistryError(ValueError):
@@ -99,7 +103,29 @@ def model_config(arch: str, **overrides: Any) -> tuple[ModelSpec, dict[str, Any]
         raise RegistryError(
             f"{name} has no argument(s) {', '.join(unknown)}; valid: {', '.join(arguments)}"
         )
+    for key, value in from_string.items():
+        _check_argument(key, value, arguments[key])
     return spec, {**arguments, **from_string, **overrides}
+
+
+def _check_argument(key: str, value: Any, default: Any) -> None:
+    """Refuse an arch-string value the constructor would only fail on deep inside ``init``."""
+    if key in _CHOICES:
+        if value not in _CHOICES[key]:
+            raise RegistryError(f"{key} must be one of {', '.join(_CHOICES[key])}, got {value!r}")
+    elif isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise RegistryError(f"{key} must be true or false, got {value!r}")
+    elif isinstance(default, int):
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise RegistryError(f"{key} must be an integer, got {value!r}")
+        if value < 1:
+            raise RegistryError(f"{key} must be a positive integer, got {value!r}")
+    elif isinstance(default, float):
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            raise RegistryError(f"{key} must be a number, got {value!r}")
+    elif not isinstance(default, str | None):
+        raise RegistryError(f"{key} cannot be set in an architecture string")
 
 
 def build_flax(arch: str, dtype: Any = None, **overrides: Any) -> nn.Module:

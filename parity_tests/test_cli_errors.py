@@ -1,0 +1,135 @@
+"""Bad architecture strings and bad ``seres parity`` flags: one ``seres: error:`` line, exit 2,
+nothing written, whichever command reads them."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+from seres_cli.main import main
+from seres_jax.registry import RegistryError, model_config
+
+BAD_ARCHS = [
+    ("seresnet_tiny:base=abc", "base must be an integer, got 'abc'"),
+    ("seresnet_tiny:base=0", "base must be a positive integer, got 0"),
+    ("seresnet_tiny:n=-2", "n must be a positive integer, got -2"),
+    ("seresnet_tiny:base=2.5", "base must be an integer, got 2.5"),
+    ("seresnet_tiny:preact=1", "preact must be true or false, got 1"),
+    ("seresnet_tiny:attn=foo", "attn must be one of se, eca, none, got 'foo'"),
+    ("seresnet50:block=wide", "block must be one of basic, bottleneck, got 'wide'"),
+    ("seresnet50:layers=3", "layers cannot be set in an architecture string"),
+    ("seresnet50:num_classes=true", "num_classes must be an integer, got True"),
+]
+
+
+@pytest.mark.parametrize(("arch", "message"), BAD_ARCHS)
+def test_bad_arch_arguments_are_named(arch, message):
+    with pytest.raises(RegistryError, match=re.escape(message)):
+        model_config(arch)
+
+
+def test_overrides_of_the_right_type_are_accepted():
+    _, arguments = model_config("seresnet_tiny:base=8,n=1,preact=true,attn=none,in_ch=1")
+    assert arguments["base"] == 8 and arguments["preact"] is True and arguments["attn"] == "none"
+    _, arguments = model_config("seresnet50:attn=eca,block=basic")
+    assert arguments["block"] == "basic"
+
+
+def _assert_one_error_line(capsys, code, message):
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert code == 2, err
+    assert len(lines) == 1 and lines[0].startswith("seres: error: "), err
+    assert message in lines[0]
+    assert "\x1b[" not in err
+
+
+@pytest.mark.parametrize(("arch", "message"), BAD_ARCHS[:2])
+@pytest.mark.parametrize("command", ["train", "convert", "parity"])
+def test_every_command_reports_a_bad_arch_in_one_line(command, arch, message, tmp_path, capsys):
+    src = tmp_path / "missing.safetensors"
+    argv = {
+        "train": [
+            "train",
+            "--dataset",
+            "synthetic",
+            "--model",
+            arch,
+            "--workdir",
+            str(tmp_path / "w"),
+        ],
+        "convert": ["convert", str(src), str(tmp_path / "out.msgpack"), "--arch", arch],
+        "parity": ["parity", "--arch", arch, "--json", str(tmp_path / "r.json")],
+    }[command]
+    _assert_one_error_line(capsys, main(argv), message)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--batch-size", "0"], "argument --batch-size: must be a positive integer, got 0"),
+        (["--image-size", "-3"], "argument --image-size: must be a positive integer, got -3"),
+        (["--batch-size", "x"], "argument --batch-size: must be a positive integer, got 'x'"),
+        (["--seed", "-1"], "argument --seed: must be a non-negative integer, got -1"),
+    ],
+)
+def test_bad_parity_flags_are_one_line(flags, message, tmp_path, capsys):
+    code = main(["parity", "--arch", "seresnet_tiny", "--json", str(tmp_path / "r.json"), *flags])
+    _assert_one_error_line(capsys, code, message)
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("where", ["key", "path"])
+def test_control_characters_never_reach_the_terminal(where, tmp_path, capsys):
+    # A hostile key could recolour or rewrite the user's terminal when it is named in an error.
+    from safetensors.numpy import save_file
+
+    evil = "\x1b[2J\x1b[31m"
+    src = tmp_path / (f"{evil}.safetensors" if where == "path" else "evil.safetensors")
+    if where == "key":
+        save_file({f"stem.0.{evil}weight": np.zeros((8, 1, 3, 3), np.float32)}, str(src))
+    code = main(["convert", str(src), str(tmp_path / "out.msgpack"), "--arch", "seresnet_tiny"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.startswith("seres: error: ")
+    assert "\x1b" not in err and "\\x1b[2J" in err
+    assert not (tmp_path / "out.msgpack").exists()
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--epochs", "0"], "argument --epochs: must be a positive integer, got 0"),
+        (["--seed", "-1"], "argument --seed: must be a non-negative integer, got -1"),
+    ],
+)
+def test_bad_demo_flags_are_one_line(flags, message, tmp_path, capsys):
+    code = main(["demo", "--workdir", str(tmp_path / "w"), "--no-progress", *flags])
+    _assert_one_error_line(capsys, code, message)
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_key_cannot_forge_an_error_line(tmp_path, capsys):
+    from flax.serialization import msgpack_serialize
+
+    src = tmp_path / "evil.msgpack"
+    forged = {"stem_0\nseres: error: all good": {"kernel": np.zeros((3, 3, 1, 8), np.float32)}}
+    src.write_bytes(msgpack_serialize({"params": forged}))
+    code = main(["convert", str(src), str(tmp_path / "out.msgpack"), "--arch", "seresnet_tiny"])
+    lines = capsys.readouterr().err.splitlines()
+    assert code == 2
+    assert [line for line in lines if line.startswith("seres: error: ")] == lines[:1], lines
+    assert all(line.startswith("  - ") for line in lines[1:]), lines
+
+
+def test_demo_keeps_an_earlier_run_unless_told_to_overwrite(tmp_path, capsys):
+    workdir = tmp_path / "demo"
+    workdir.mkdir()
+    (workdir / "seresnet_tiny_digits.safetensors").write_bytes(b"an earlier export")
+    code = main(["demo", "--workdir", str(workdir), "--epochs", "1", "--no-progress"])
+    _assert_one_error_line(capsys, code, "pass --overwrite to replace it")
+    assert [p.name for p in workdir.iterdir()] == ["seresnet_tiny_digits.safetensors"]
+    assert (workdir / "seresnet_tiny_digits.safetensors").read_bytes() == b"an earlier export"
