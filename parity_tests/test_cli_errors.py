@@ -133,3 +133,15 @@ def test_demo_keeps_an_earlier_run_unless_told_to_overwrite(tmp_path, capsys):
     _assert_one_error_line(capsys, code, "pass --overwrite to replace it")
     assert [p.name for p in workdir.iterdir()] == ["seresnet_tiny_digits.safetensors"]
     assert (workdir / "seresnet_tiny_digits.safetensors").read_bytes() == b"an earlier export"
+
+
+@pytest.mark.parametrize("command", ["convert", "parity"])
+def test_a_file_without_a_checkpoint_suffix_is_one_line(command, tmp_path, capsys):
+    src = tmp_path / "weights"  # no suffix: read as orbax, which is a directory
+    src.write_bytes(b"\x00" * 64)
+    argv = {
+        "convert": ["convert", str(src), str(tmp_path / "out.pt")],
+        "parity": ["parity", str(src), "--arch", "seresnet_tiny"],
+    }[command]
+    _assert_one_error_line(capsys, main(argv), f"{src}: a file without a checkpoint suffix")
+    assert [p.name for p in tmp_path.iterdir()] == ["weights"]

@@ -216,6 +216,11 @@ def load_checkpoint(path: PathLike, *, template: Any = None) -> Checkpoint:
     name, kind = format_of(p)
     if not p.exists():
         raise CheckpointError(f"{p}: no such file or directory")
+    if name == "orbax" and not p.is_dir():
+        known = ", ".join(s for s in FORMATS if s)
+        raise CheckpointError(
+            f"{p}: a file without a checkpoint suffix ({known}); an orbax checkpoint is a directory"
+        )
     reader = {
         "torch": _read_torch,
         "safetensors": _read_safetensors,
