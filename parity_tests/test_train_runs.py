@@ -78,6 +78,7 @@ def test_a_used_workdir_is_refused_and_overwrite_starts_clean(tmp_path, capsys):
     workdir, export = tmp_path / "run", tmp_path / "model.safetensors"
     assert _train(workdir, "--max-steps", "2", "--seed", "0", "--export", str(export)) == 0
     (workdir / "notes.txt").write_text("mine")
+    (workdir / ".metrics.jsonl.bak").write_text("mine too")  # named like, not made by, seres
     (workdir / "data").mkdir()
     (workdir / "data" / "x.bin").write_bytes(b"\x00")
     before, exported = _snapshot(workdir), export.read_bytes()
@@ -105,6 +106,7 @@ def test_a_used_workdir_is_refused_and_overwrite_starts_clean(tmp_path, capsys):
     assert _train(workdir, "--max-steps", "3", "--seed", "1", "--overwrite",
                   "--export", str(export)) == 0  # fmt: skip
     assert (workdir / "notes.txt").read_text() == "mine"
+    assert (workdir / ".metrics.jsonl.bak").read_text() == "mine too"
     assert (workdir / "data" / "x.bin").read_bytes() == b"\x00"
     assert [(r["epoch"], r["step"]) for r in _records(workdir)] == [(0, 3)]
     assert _checkpoint_steps(workdir) == [3]

@@ -57,6 +57,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from . import compiler
+from .atomic import STAGING_MARK
 from .data import Dataset, iterate_batches, prefetch_to_device, random_crop_flip
 from .formats import atomic_path
 from .optim import (
@@ -464,8 +465,9 @@ def evaluate(
 
 
 def _is_run_file(path: Path) -> bool:
-    # Also the staging directories (`.metrics.jsonl.*`) of atomic writes a kill interrupted.
-    return any(path.name == n or path.name.startswith(f".{n}.") for n in RUN_FILES)
+    # Also the staging directories of atomic writes a kill interrupted (not a user's
+    # `.metrics.jsonl.bak`).
+    return any(path.name == n or path.name.startswith(f".{n}{STAGING_MARK}") for n in RUN_FILES)
 
 
 def _check_workdir(workdir: Path, *, resume: bool, overwrite: bool) -> None:
