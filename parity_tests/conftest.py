@@ -1,7 +1,11 @@
-"""Shared set-up of the parity suite: precision policy and the JAX devices to test on.
+"""Shared set-up of the parity suite: precision policy, the JAX devices to test on, and what
+runs without PyTorch.
 
 Float32 comparisons run with ``jax_default_matmul_precision="highest"`` and TF32 off in torch
-(see ``seres_jax.parity`` for the tolerance policy). The JAX side of every parity test runs
+(see ``seres_jax.parity`` for the tolerance policy). Torch is optional: on an install without
+it (``pip install -e ".[test]"``, as on a TPU VM) every test marked ``requires_torch`` skips
+and the rest run; the torch-free half checks the layers against recorded PyTorch outputs
+(``fixtures/torch_reference.safetensors``). The JAX side of every parity test runs
 on each platform JAX offers: the CPU always, a GPU or TPU when present. Under pytest-xdist
 (``-n 2``) each worker reports its worst errors to a file the controller merges.
 """
@@ -19,15 +23,23 @@ os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 import jax
 import pytest
 
-torch = pytest.importorskip("torch", reason="the parity suite compares against PyTorch")
+from .helpers import HAVE_TORCH
 
 jax.config.update("jax_default_matmul_precision", "highest")
 # Many tests compile the same computation (same model, shapes and mode, other weights): a
-# session-wide compilation cache compiles each once. Fresh per run, so nothing goes stale.
-jax.config.update("jax_compilation_cache_dir", tempfile.mkdtemp(prefix="seres-jax-cache-"))
+# session-wide compilation cache compiles each once. Fresh per run unless
+# SERES_TEST_COMPILE_CACHE names one (.ci/run shares one between its two runs); JAX keys the
+# entries by jax version, backend and program, so a shared one does not go stale.
+_CACHE = os.environ.get("SERES_TEST_COMPILE_CACHE") or tempfile.mkdtemp(prefix="seres-jax-cache-")
+jax.config.update("jax_compilation_cache_dir", _CACHE)
+# `seres` processes the tests start use it too, never the user's ~/.cache/seres/jax.
+os.environ.setdefault("SERES_COMPILE_CACHE", _CACHE)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
-torch.backends.cuda.matmul.allow_tf32 = False
-torch.backends.cudnn.allow_tf32 = False
+if HAVE_TORCH:
+    import torch
+
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
 
 
 def _platform_devices() -> list[jax.Device]:
@@ -43,13 +55,23 @@ def _platform_devices() -> list[jax.Device]:
 @pytest.fixture(autouse=True)
 def _seed_torch() -> None:
     """Torch modules draw their initial weights from the global RNG: make each test's fixed."""
-    torch.manual_seed(0)
+    if HAVE_TORCH:
+        torch.manual_seed(0)
 
 
 @pytest.fixture(params=_platform_devices(), ids=lambda d: d.platform)
 def jax_device(request: pytest.FixtureRequest) -> jax.Device:
     """One device per JAX platform present (parity tests run on each)."""
     return request.param
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    if HAVE_TORCH:
+        return
+    skip = pytest.mark.skip(reason="needs PyTorch, not installed here (pip install -e '.[dev]')")
+    for item in items:
+        if "requires_torch" in item.keywords:
+            item.add_marker(skip)
 
 
 def pytest_configure(config: pytest.Config) -> None:

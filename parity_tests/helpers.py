@@ -1,13 +1,20 @@
-"""Test helpers: seeded inputs, parity assertions, CIFAR-10 binary files."""
+"""Test helpers: seeded inputs, parity assertions, CIFAR-10 binary files, whether torch is here."""
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from seres_jax.parity import FP32_TOL, ParityResult, Tolerance
+
+# Without torch (a TPU VM) the tests marked requires_torch skip; their modules import torch and
+# seres_torch only under `if HAVE_TORCH:`, so a stray import fails the torch-free run.
+HAVE_TORCH = importlib.util.find_spec("torch") is not None
+# PyTorch outputs recorded by fixtures/record_torch_fixtures.py, for the torch-free tests.
+TORCH_REFERENCE = Path(__file__).parent / "fixtures" / "torch_reference.safetensors"
 
 
 def nchw_input(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:

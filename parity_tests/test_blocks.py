@@ -5,15 +5,17 @@ from __future__ import annotations
 import pytest
 
 import seres_jax as sj
-import seres_torch as st
 from seres_jax.parity import compare_modules, randomize_batchnorm
 
-from .helpers import assert_parity, nchw_input
+from .helpers import HAVE_TORCH, assert_parity, nchw_input
 
-BLOCKS = {
-    "postact": (st.SEResBlockPostAct, sj.SEResBlockPostAct),
-    "preact": (st.SEResBlockPreAct, sj.SEResBlockPreAct),
-}
+if HAVE_TORCH:
+    import seres_torch as st
+
+pytestmark = pytest.mark.requires_torch
+
+# The class of each style, by its name in both frameworks.
+BLOCKS = {"postact": "SEResBlockPostAct", "preact": "SEResBlockPreAct"}
 
 # (cin, cout, stride, batch, H, W): identity skip, channel change, stride 2 on odd, even and
 # non-square sizes, batch 1.
@@ -32,7 +34,7 @@ def test_block_parity(style, case, train, jax_device):
     cin, cout, stride, batch, h, w = case
     if train and batch * h * w < 2:
         pytest.skip("train mode needs more than one value per channel")
-    torch_cls, flax_cls = BLOCKS[style]
+    torch_cls, flax_cls = getattr(st, BLOCKS[style]), getattr(sj, BLOCKS[style])
     tm = randomize_batchnorm(torch_cls(cin, cout, stride=stride, reduction=4), seed=sum(case))
     fm = flax_cls(cin, cout, stride=stride, reduction=4)
     x = nchw_input((batch, cin, h, w), seed=len(style))
@@ -45,7 +47,7 @@ def test_make_stage_parity(style, train, jax_device):
     import flax.linen as nn
     import torch
 
-    torch_cls, flax_cls = BLOCKS[style]
+    torch_cls, flax_cls = getattr(st, BLOCKS[style]), getattr(sj, BLOCKS[style])
     tm = randomize_batchnorm(
         st.make_stage(torch_cls, 8, 16, n_blocks=3, first_stride=2, reduction=4)
     )
@@ -75,7 +77,7 @@ def test_make_stage_parity(style, train, jax_device):
 @pytest.mark.parametrize("attn", ["eca", None], ids=["eca", "no-attention"])
 @pytest.mark.parametrize("style", sorted(BLOCKS))
 def test_block_attention_options(style, attn, train, jax_device):
-    torch_cls, flax_cls = BLOCKS[style]
+    torch_cls, flax_cls = getattr(st, BLOCKS[style]), getattr(sj, BLOCKS[style])
     tm = randomize_batchnorm(torch_cls(16, 32, stride=2, reduction=4, attn=attn), seed=3)
     fm = flax_cls(16, 32, stride=2, reduction=4, attn=attn)
     x = nchw_input((2, 16, 15, 13), seed=4)

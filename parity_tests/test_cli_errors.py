@@ -145,3 +145,32 @@ def test_a_file_without_a_checkpoint_suffix_is_one_line(command, tmp_path, capsy
     }[command]
     _assert_one_error_line(capsys, main(argv), f"{src}: a file without a checkpoint suffix")
     assert [p.name for p in tmp_path.iterdir()] == ["weights"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["convert", "{tmp}/a.pt", "{tmp}/b.msgpack"], "a.pt: .pt and .pth files need PyTorch"),
+        (["convert", "{tmp}/a.msgpack", "{tmp}/b.pt"], "b.pt: .pt and .pth files need PyTorch"),
+        (
+            ["parity", "--arch", "seresnet_tiny"],
+            "seres parity runs PyTorch, which is not installed",
+        ),
+        (["demo", "--no-progress"], "seres demo runs PyTorch, which is not installed"),
+    ],
+)
+def test_without_torch_its_commands_say_so_in_one_line(
+    argv, message, tmp_path, monkeypatch, capsys
+):
+    import sys
+
+    from flax.serialization import msgpack_serialize
+
+    (tmp_path / "a.pt").write_bytes(b"PK\x03\x04")  # never opened: torch is checked first
+    (tmp_path / "a.msgpack").write_bytes(
+        msgpack_serialize({"params": {"fc": {"bias": np.ones(2)}}})
+    )
+    monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` now fails, as without it
+    code = main([a.format(tmp=tmp_path) for a in argv])
+    _assert_one_error_line(capsys, code, message)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.msgpack", "a.pt"]

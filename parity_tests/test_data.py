@@ -11,6 +11,7 @@ import pytest
 from seres_jax.data import (
     CIFAR10_MEAN,
     CIFAR10_STD,
+    DATASETS,
     DataError,
     Dataset,
     iterate_batches,
@@ -178,6 +179,16 @@ def test_load_dataset_dispatch(tmp_path):
         load_synthetic(num_train=8, num_test=4, image_shape=(6, 5, 2), seed=3).train_images,
     )
     assert load_dataset("digits", seed=0, test_fraction=0.5).test_images.shape[0] > 800
+
+
+def test_each_dataset_spec_describes_what_its_loader_gives(tmp_path):
+    """The defaults a run derives from a dataset's name (the model's input channels and
+    classes, augmentation) match the data, and only CIFAR-10 augments by default."""
+    _write_cifar(tmp_path)
+    for name, spec in DATASETS.items():
+        data = load_dataset(name, data_dir=tmp_path)
+        assert (data.image_shape[-1], data.num_classes) == (spec.channels, spec.num_classes)
+    assert [name for name, spec in DATASETS.items() if spec.augment] == ["cifar10"]
 
 
 def test_load_dataset_errors():

@@ -18,7 +18,15 @@ def test_there_are_examples():
     assert EXAMPLES
 
 
-@pytest.mark.parametrize("script", EXAMPLES, ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "script",
+    # An example that imports torch needs it; the rest run on a torch-free install too.
+    [
+        pytest.param(p, marks=pytest.mark.requires_torch) if "import torch" in p.read_text() else p
+        for p in EXAMPLES
+    ],
+    ids=lambda p: p.name,
+)
 def test_example_runs(script, tmp_path):
     env = {**os.environ, "SERES_EXAMPLE_SMOKE": "1"}
     proc = subprocess.run(

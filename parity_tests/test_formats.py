@@ -10,9 +10,8 @@ import pickle
 import ml_dtypes
 import numpy as np
 import pytest
-import torch
+from safetensors.numpy import load_file
 
-import seres_torch as st
 from seres_cli.main import main
 from seres_jax.convert import to_numpy
 from seres_jax.formats import (
@@ -22,15 +21,30 @@ from seres_jax.formats import (
     save_checkpoint,
     save_state_dict,
 )
-from seres_jax.parity import randomize_batchnorm
+
+from .helpers import HAVE_TORCH, TORCH_REFERENCE
+
+if HAVE_TORCH:
+    import torch
 
 ARCH = "seresnet_tiny:in_ch=1,base=8,n=1,reduction=4"
 SUFFIXES = {"torch": ".pt", "safetensors": ".safetensors", "msgpack": ".msgpack", "orbax": ""}
 
 
-def _state_dict(dtype=torch.float32):
-    model = randomize_batchnorm(st.SEResNetTiny(in_ch=1, base=8, n=1, reduction=4), seed=2)
-    return {k: v.to(dtype) if v.is_floating_point() else v for k, v in model.state_dict().items()}
+def _state_dict(dtype=np.float32):
+    """ARCH's PyTorch state_dict (randomised BatchNorm statistics, int64 batch counts) as
+    recorded in numpy: every format but ``.pt`` is then tested without torch."""
+    state = load_file(TORCH_REFERENCE)
+    return {
+        k.removeprefix("tiny/state/"): v.astype(dtype) if v.dtype.kind == "f" else v
+        for k, v in state.items()
+        if k.startswith("tiny/state/")
+    }
+
+
+def _tensors(state_dict):
+    """A state_dict as torch.save writes it: tensors."""
+    return {k: torch.from_numpy(v) for k, v in state_dict.items()}
 
 
 def _bits(value) -> np.ndarray:
@@ -47,7 +61,13 @@ def _assert_bit_exact(state_dict, original):
         np.testing.assert_array_equal(_bits(got), _bits(value), err_msg=key)
 
 
-@pytest.mark.parametrize(("src", "dst"), list(itertools.product(SUFFIXES, SUFFIXES)))
+@pytest.mark.parametrize(
+    ("src", "dst"),
+    [
+        pytest.param(*pair, marks=pytest.mark.requires_torch if "torch" in pair else ())
+        for pair in itertools.product(SUFFIXES, SUFFIXES)
+    ],
+)
 def test_round_trip_through_every_format_pair_is_bit_exact(src, dst, tmp_path):
     original = _state_dict()
     a, b = tmp_path / f"a{SUFFIXES[src]}", tmp_path / f"b{SUFFIXES[dst]}"
@@ -56,7 +76,8 @@ def test_round_trip_through_every_format_pair_is_bit_exact(src, dst, tmp_path):
     _assert_bit_exact(load_checkpoint(b).to_state_dict(), original)
 
 
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.requires_torch
+@pytest.mark.parametrize("dtype", [np.float16, ml_dtypes.bfloat16], ids=["float16", "bfloat16"])
 def test_half_precision_survives_every_format(dtype, tmp_path):
     original = _state_dict(dtype)
     current = Checkpoint("state_dict", original, tmp_path)
@@ -68,18 +89,20 @@ def test_half_precision_survives_every_format(dtype, tmp_path):
 
 
 def test_safetensors_round_trip_in_float16(tmp_path):
-    original = _state_dict(torch.float16)
+    original = _state_dict(np.float16)
     save_state_dict(original, tmp_path / "a.safetensors")
     _assert_bit_exact(load_checkpoint(tmp_path / "a.safetensors").to_state_dict(), original)
 
 
+@pytest.mark.requires_torch
 def test_bfloat16_numpy_arrays_are_written_as_torch_bfloat16(tmp_path):
     save_state_dict({"bn.weight": np.ones(3, ml_dtypes.bfloat16)}, tmp_path / "a.pt")
     assert torch.load(tmp_path / "a.pt", weights_only=True)["bn.weight"].dtype == torch.bfloat16
 
 
+@pytest.mark.requires_torch
 def test_wrapped_and_prefixed_state_dicts_are_unwrapped(tmp_path):
-    original = _state_dict()
+    original = _tensors(_state_dict())
     for wrapper in ("state_dict", "model"):
         path = tmp_path / f"{wrapper}.pt"
         torch.save({wrapper: {f"module.{k}": v for k, v in original.items()}, "epoch": 7}, path)
@@ -95,9 +118,10 @@ def _convert(capsys, *argv):
     return code, captured.out, captured.err
 
 
+@pytest.mark.requires_torch
 def test_convert_cli_round_trip(tmp_path, capsys):
     original = _state_dict()
-    torch.save({"state_dict": original}, tmp_path / "a.pt")
+    torch.save({"state_dict": _tensors(original)}, tmp_path / "a.pt")
     assert _convert(capsys, tmp_path / "a.pt", tmp_path / "b.msgpack", "--arch", ARCH)[0] == 0
     assert _convert(capsys, tmp_path / "b.msgpack", tmp_path / "c", "--arch", ARCH)[0] == 0
     code, out, _ = _convert(capsys, tmp_path / "c", tmp_path / "d.safetensors")
@@ -116,6 +140,7 @@ class _Exploit:
         return (os.system, (f"touch {self.marker}",))
 
 
+@pytest.mark.requires_torch
 @pytest.mark.parametrize("style", ["torch.save", "raw pickle"])
 def test_malicious_pickle_is_refused_and_nothing_runs(style, tmp_path, capsys):
     marker, evil, dst = tmp_path / "pwned", tmp_path / "evil.pt", tmp_path / "out.safetensors"
@@ -132,7 +157,9 @@ def test_malicious_pickle_is_refused_and_nothing_runs(style, tmp_path, capsys):
     assert not dst.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["evil.pt"]
 
 
-@pytest.mark.parametrize("suffix", [".pt", ".safetensors", ".msgpack"])
+@pytest.mark.parametrize(
+    "suffix", [pytest.param(".pt", marks=pytest.mark.requires_torch), ".safetensors", ".msgpack"]
+)
 def test_truncated_files_give_a_clear_error(suffix, tmp_path, capsys):
     good, bad = tmp_path / f"good{suffix}", tmp_path / f"bad{suffix}"
     save_checkpoint(Checkpoint("state_dict", _state_dict(), good), good)
@@ -154,8 +181,9 @@ def test_corrupt_orbax_directory_gives_a_clear_error(tmp_path, capsys):
     assert not (tmp_path / "out.pt").exists()
 
 
+@pytest.mark.requires_torch
 def test_wrong_arch_lists_every_problem_and_writes_nothing(tmp_path, capsys):
-    sd = _state_dict()
+    sd = _tensors(_state_dict())
     del sd["stage1.0.se.fc.0.bias"]
     sd["extra.weight"] = torch.zeros(3, 3)
     torch.save(sd, tmp_path / "a.pt")
@@ -171,9 +199,10 @@ def test_wrong_arch_lists_every_problem_and_writes_nothing(tmp_path, capsys):
     assert not (tmp_path / "b.msgpack").exists()
 
 
+@pytest.mark.requires_torch
 def test_existing_destination_needs_force(tmp_path, capsys):
     original = _state_dict()
-    torch.save(original, tmp_path / "a.pt")
+    torch.save(_tensors(original), tmp_path / "a.pt")
     dst = tmp_path / "b.safetensors"
     dst.write_bytes(b"precious")
     code, _, err = _convert(capsys, tmp_path / "a.pt", dst)

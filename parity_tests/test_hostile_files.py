@@ -23,7 +23,6 @@ from pathlib import Path
 import msgpack
 import numpy as np
 import pytest
-import torch
 
 from seres_cli.main import main
 from seres_jax import formats
@@ -38,7 +37,11 @@ from seres_jax.formats import (
     save_variables,
 )
 
-from .test_formats import ARCH, SUFFIXES, _assert_bit_exact, _state_dict
+from .helpers import HAVE_TORCH
+from .test_formats import ARCH, SUFFIXES, _assert_bit_exact, _state_dict, _tensors
+
+if HAVE_TORCH:
+    import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 GIB = 1 << 30
@@ -114,6 +117,7 @@ def _leftovers(folder):
 # --------------------------------------------------------------------------- destinations
 
 
+@pytest.mark.requires_torch
 def test_parity_json_never_replaces_a_directory(tmp_path, capsys, monkeypatch):
     keep = tmp_path / "keep"
     keep.mkdir()
@@ -137,6 +141,7 @@ class _Report:
         return {"ok": True}
 
 
+@pytest.mark.requires_torch
 def test_parity_replaces_an_existing_report_only_with_force(tmp_path, capsys, monkeypatch):
     import seres_jax.parity
 
@@ -150,11 +155,12 @@ def test_parity_replaces_an_existing_report_only_with_force(tmp_path, capsys, mo
     assert json.loads(report.read_text()) == {"ok": True}
 
 
+@pytest.mark.requires_torch
 def test_force_never_replaces_the_source_or_a_directory_holding_it(tmp_path, capsys, state_dict):
     proj = tmp_path / "proj"
     proj.mkdir()
     src = proj / "model.pt"
-    torch.save(state_dict, src)
+    torch.save(_tensors(state_dict), src)
     result = _cli(capsys, "convert", src, proj, "--force")
     _assert_refused(result, f"{proj} contains the source {src}; refusing to replace it")
     result = _cli(capsys, "convert", src, src, "--force")
@@ -165,6 +171,7 @@ def test_force_never_replaces_the_source_or_a_directory_holding_it(tmp_path, cap
     assert sorted(p.name for p in proj.iterdir()) == ["model.pt"]
 
 
+@pytest.mark.requires_torch
 def test_force_replaces_only_a_checkpoint_of_the_same_kind(tmp_path, capsys, originals, state_dict):
     src, plain, ckpt = originals["torch"], tmp_path / "plain", tmp_path / "ckpt"
     plain.mkdir()
@@ -351,6 +358,7 @@ def _bombs(folder, originals):
     return paths
 
 
+@pytest.mark.requires_torch
 def test_memory_bombs_are_refused_in_bounded_memory(tmp_path, originals):
     bombs = _bombs(tmp_path, originals)
     argvs = [
@@ -407,6 +415,7 @@ def _data_offset(path, array):
     return offset
 
 
+@pytest.mark.requires_torch
 @pytest.mark.parametrize("name", ["torch", "safetensors", "msgpack"])
 def test_a_flipped_bit_in_tensor_data_is_detected(name, originals, state_dict, tmp_path, capsys):
     bad = tmp_path / originals[name].name
@@ -429,6 +438,7 @@ def test_a_flipped_bit_in_tensor_data_is_detected(name, originals, state_dict, t
     assert not (tmp_path / "out.safetensors").exists()
 
 
+@pytest.mark.requires_torch
 def test_a_corrupt_orbax_chunk_is_detected(originals, tmp_path, capsys):
     bad = tmp_path / "ckpt"
     shutil.copytree(originals["orbax"], bad)
@@ -441,6 +451,7 @@ def test_a_corrupt_orbax_chunk_is_detected(originals, tmp_path, capsys):
     ), err
 
 
+@pytest.mark.requires_torch
 def test_checksums_are_recorded_and_files_without_one_still_load(originals, state_dict, tmp_path):
     from safetensors import safe_open
     from safetensors.numpy import save_file
@@ -503,7 +514,13 @@ NOT_TENSORS = {
 
 
 @pytest.mark.filterwarnings("ignore:torch.quantize_per_tensor:UserWarning")  # making one
-@pytest.mark.parametrize("name", sorted(NOT_TENSORS))
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(n, marks=pytest.mark.requires_torch) if n.endswith(".pt") else n
+        for n in sorted(NOT_TENSORS)
+    ],
+)
 def test_what_is_not_a_dense_real_tensor_is_refused_in_one_line(name, tmp_path, capsys):
     make, message = NOT_TENSORS[name]
     src = tmp_path / name
@@ -527,6 +544,7 @@ resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, resource.RLIM_INFINITY))
 """
 
 
+@pytest.mark.requires_torch
 def test_a_full_disk_is_one_line_and_leaves_nothing(originals, tmp_path):
     outputs = [tmp_path / f"out{suffix}" for suffix in SUFFIXES.values()]
     argvs = [["convert", str(originals["torch"]), str(out)] for out in outputs]
@@ -537,6 +555,7 @@ def test_a_full_disk_is_one_line_and_leaves_nothing(originals, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.requires_torch
 def test_an_unwritable_destination_is_one_line(originals, tmp_path, capsys, monkeypatch):
     blocker = tmp_path / "file"
     blocker.write_text("")
@@ -554,6 +573,7 @@ def test_an_unwritable_destination_is_one_line(originals, tmp_path, capsys, monk
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
 
 
+@pytest.mark.requires_torch
 def test_problems_are_listed_once_in_the_files_own_names_and_layout(originals, tmp_path, capsys):
     def refusal(src, dst):
         code, _, err = _cli(capsys, "convert", src, tmp_path / dst, "--arch", ARCH)
@@ -678,6 +698,7 @@ def _fuzz_cases(folder, originals, flips):
     return cases
 
 
+@pytest.mark.requires_torch
 @pytest.mark.parametrize("flips", [10, pytest.param(200, marks=pytest.mark.slow)])
 def test_fuzzed_files_give_one_error_line_or_the_original_tensors(
     flips, tmp_path, originals, state_dict

@@ -9,16 +9,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import torch
 
 import seres_jax as sj
-import seres_torch as st
 from seres_jax.convert import torch_to_flax
 from seres_jax.parity import compare_modules, randomize_batchnorm, relative_error
 
-from .helpers import assert_parity, nchw_input
+from .helpers import HAVE_TORCH, assert_parity, nchw_input
+
+if HAVE_TORCH:
+    import torch
+
+    import seres_torch as st
 
 
+@pytest.mark.requires_torch
 @pytest.mark.parametrize(
     ("channels", "reduction", "min_hidden", "shape"),
     [(64, 16, 4, (2, 5, 5)), (12, 3, 5, (1, 7, 3)), (6, 16, 4, (3, 1, 1)), (32, 2, 4, (2, 4, 6))],
@@ -30,6 +34,7 @@ def test_se_block_parity(channels, reduction, min_hidden, shape, jax_device):
     assert_parity(compare_modules(tm, fm, x, train=False, device=jax_device))
 
 
+@pytest.mark.requires_torch
 @pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
 @pytest.mark.parametrize(
     ("cin", "cout", "k", "s", "p", "act", "hw"),
@@ -48,6 +53,7 @@ def test_conv_bn_act_parity(cin, cout, k, s, p, act, hw, train, jax_device):
     assert_parity(compare_modules(tm, fm, x, train=train, device=jax_device))
 
 
+@pytest.mark.requires_torch
 def test_unknown_activation_is_rejected_in_both():
     with pytest.raises(ValueError, match="gelu"):
         st.ConvBNAct(3, 3, act="gelu")
@@ -57,13 +63,15 @@ def test_unknown_activation_is_rejected_in_both():
         )
 
 
-class _TorchBN(torch.nn.Module):
-    def __init__(self, c: int) -> None:
-        super().__init__()
-        self.bn = torch.nn.BatchNorm2d(c)
+if HAVE_TORCH:
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.bn(x)
+    class _TorchBN(torch.nn.Module):
+        def __init__(self, c: int) -> None:
+            super().__init__()
+            self.bn = torch.nn.BatchNorm2d(c)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.bn(x)
 
 
 class _FlaxBN(nn.Module):
@@ -74,6 +82,7 @@ class _FlaxBN(nn.Module):
         return self.bn(x, train)
 
 
+@pytest.mark.requires_torch
 @pytest.mark.parametrize("shape", [(4, 3, 5, 7), (1, 2, 3, 1), (2, 5, 1, 1)])
 def test_batchnorm_running_statistics_follow_torch_over_many_steps(shape):
     """Unbiased running variance, PyTorch momentum, batch counter; n = 2 included."""
@@ -107,6 +116,7 @@ def test_batchnorm_init_does_not_touch_statistics_and_eval_uses_them():
     np.testing.assert_allclose(y, x / np.sqrt(1 + 1e-5), rtol=1e-6)
 
 
+@pytest.mark.requires_torch
 def test_batchnorm_train_needs_more_than_one_value_per_channel_like_torch():
     with pytest.raises(ValueError, match="more than 1 value per channel"):
         torch.nn.BatchNorm2d(3).train()(torch.ones(1, 3, 1, 1))
@@ -120,6 +130,7 @@ def test_batchnorm_train_needs_more_than_one_value_per_channel_like_torch():
         )
 
 
+@pytest.mark.requires_torch
 def test_explicit_padding_matches_torch_where_same_would_not():
     """A stride-2 3×3 conv on an even input: PyTorch pads (1, 1); "SAME" would pad (0, 1)."""
     conv_t = torch.nn.Conv2d(2, 3, 3, stride=2, padding=1, bias=False)
@@ -133,6 +144,7 @@ def test_explicit_padding_matches_torch_where_same_would_not():
     assert relative_error(same.apply(kernel, x_j), y_t) > 1e-2
 
 
+@pytest.mark.requires_torch
 @pytest.mark.parametrize(
     ("channels", "kernel_size", "shape"),
     [(16, None, (2, 5, 5)), (128, None, (1, 3, 4)), (2048, None, (2, 1, 1)), (24, 5, (3, 4, 4))],
@@ -144,6 +156,7 @@ def test_eca_block_parity(channels, kernel_size, shape, jax_device):
     assert_parity(compare_modules(tm, fm, x, train=False, device=jax_device))
 
 
+@pytest.mark.requires_torch
 def test_eca_kernel_size_follows_timm():
     # timm EcaModule: t = int(abs(log2(C) + 1) / 2); k = max(t if t odd else t + 1, 3)
     expected = {16: 3, 32: 3, 64: 3, 128: 5, 256: 5, 512: 5, 1024: 5, 2048: 7, 1 << 14: 7}
@@ -152,9 +165,45 @@ def test_eca_kernel_size_follows_timm():
         assert st.ECABlock(channels).conv.weight.shape == (1, 1, k)
 
 
+@pytest.mark.requires_torch
 def test_unknown_attention_is_rejected_in_both():
     with pytest.raises(ValueError, match="cbam"):
         st.SEResBlockPostAct(8, 8, attn="cbam")
     with pytest.raises(ValueError, match="cbam"):
         block = sj.SEResBlockPostAct(8, 8, attn="cbam")
         jax.eval_shape(block.init, jax.random.key(0), jnp.ones((1, 4, 4, 8)))
+
+
+@pytest.mark.requires_torch
+def test_one_attention_factory_serves_both_families():
+    """One vocabulary per framework, mirrored; ``"se"`` is the notebook's ``SEBlock`` in its
+    blocks and timm's ``SEModule`` in the zoo (their keys differ: ``fc.0`` vs ``fc1``)."""
+    from seres_jax import resnet as jr
+    from seres_torch import resnet as tr
+
+    for layers in (st.layers, sj.layers):
+        assert [cls.__name__ for cls in layers.ATTENTION_LAYERS.values()] == [
+            "SEModule",
+            "ECABlock",
+        ]
+        assert layers.ATTENTIONS == ("se", "eca", "none")
+        assert layers.create_attn(None, 64) is None and layers.create_attn("none", 64) is None
+    assert st.SEResBlockPostAct(64, 64, reduction=4).se.fc[0].out_channels == 16
+    assert tr.BasicBlock(64, 64).se.fc1.out_channels == 8  # make_divisible(64 / 16, 8)
+    assert type(tr.Bottleneck(64, 16, attn="eca").se) is st.ECABlock
+    x = jnp.zeros((1, 4, 4, 64))
+    post = jax.eval_shape(sj.SEResBlockPostAct(64, 64, reduction=4).init, jax.random.key(0), x)
+    assert post["params"]["se"]["fc_0"]["kernel"].shape == (1, 1, 64, 16)
+    basic = jax.eval_shape(jr.BasicBlock(64, 64).init, jax.random.key(0), x)
+    assert basic["params"]["se"]["fc1"]["kernel"].shape == (1, 1, 64, 8)
+
+
+@pytest.mark.requires_torch
+def test_conv2d_initialises_grouped_convolutions_as_torch():
+    """PyTorch's default bound is ``1/sqrt(fan_in)`` with ``fan_in = cin / groups * k * k``."""
+    ours = sj.layers.conv2d(8, 16, 3, groups=4)
+    kernel = ours.init(jax.random.key(0), jnp.zeros((1, 5, 5, 8)))["params"]["kernel"]
+    theirs = torch.nn.Conv2d(8, 16, 3, groups=4, bias=False).weight
+    assert kernel.shape == tuple(theirs.permute(2, 3, 1, 0).shape) == (3, 3, 2, 16)
+    bound = 1 / np.sqrt(2 * 3 * 3)
+    assert bound / 2 < float(jnp.abs(kernel).max()) <= bound  # bound / 2: fan_in without groups

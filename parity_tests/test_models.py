@@ -10,13 +10,16 @@ import numpy as np
 import pytest
 
 import seres_jax as sj
-import seres_torch as st
 from seres_jax.convert import torch_to_flax
 from seres_jax.parity import BF16_TOL, compare_modules, randomize_batchnorm
 
-from .helpers import assert_parity, nchw_input
+from .helpers import HAVE_TORCH, assert_parity, nchw_input
+
+if HAVE_TORCH:
+    import seres_torch as st
 
 
+@pytest.mark.requires_torch
 @pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
 @pytest.mark.parametrize("preact", [True], ids=["pre"])  # post-act: test_notebook, full size
 def test_tiny_parity_cifar_size(preact, train, jax_device):
@@ -26,6 +29,7 @@ def test_tiny_parity_cifar_size(preact, train, jax_device):
     assert_parity(compare_modules(tm, fm, x, train=train, device=jax_device))
 
 
+@pytest.mark.requires_torch
 @pytest.mark.parametrize(("batch", "train"), [(1, False), (8, True)], ids=["b1-eval", "b8-train"])
 def test_tiny_digits_size(batch, train, jax_device):
     """8×8 single-channel digits: batch 1 in eval (single-image inference) and a training batch
@@ -36,6 +40,7 @@ def test_tiny_digits_size(batch, train, jax_device):
     assert_parity(compare_modules(tm, sj.SEResNetTiny(**kw), x, train=train, device=jax_device))
 
 
+@pytest.mark.requires_torch
 @pytest.mark.parametrize(
     "kw",
     [
@@ -57,6 +62,7 @@ def test_parameter_counts_match_torch(kw):
     torch_to_flax(st.SEResNetTiny(**kw).state_dict(), shapes)
 
 
+@pytest.mark.requires_torch
 @pytest.mark.parametrize(
     ("preact", "train"), [(False, True), (True, False)], ids=["post-train", "pre-eval"]
 )
@@ -68,6 +74,7 @@ def test_bfloat16_compute_against_float32_reference(preact, train, jax_device):
     assert_parity(result, BF16_TOL, label="bf16 compute vs fp32 reference")
 
 
+@pytest.mark.requires_torch
 def test_bfloat16_compute_keeps_float32_parameters_and_statistics():
     fm = sj.SEResNetTiny(base=8, dtype=jnp.bfloat16)
     variables = torch_to_flax(st.SEResNetTiny(base=8).state_dict())
@@ -79,6 +86,7 @@ def test_bfloat16_compute_keeps_float32_parameters_and_statistics():
     assert dtypes == {jnp.dtype(jnp.float32), jnp.dtype(jnp.int32)}
 
 
+@pytest.mark.requires_torch
 def test_jit_grad_train_step_has_no_host_sync():
     """Tracing the whole train-mode forward and backward under jit would fail on any
     host sync (a concrete value read inside ``__call__``)."""
@@ -111,6 +119,7 @@ def test_wrong_input_layout_is_a_clear_error():
         jax.eval_shape(fm.init, jax.random.key(0), jnp.zeros((1, 3, 32, 32)))
 
 
+@pytest.mark.requires_torch
 @pytest.mark.parametrize("attn", ["eca", None], ids=["eca", "no-attention"])
 def test_tiny_attention_options_parity(attn, jax_device):
     kw = dict(in_ch=1, base=8, n=1, reduction=4, attn=attn)
@@ -120,6 +129,7 @@ def test_tiny_attention_options_parity(attn, jax_device):
     assert_parity(compare_modules(tm, sj.SEResNetTiny(**kw), x, train=False, device=jax_device))
 
 
+@pytest.mark.requires_torch
 def test_default_attention_keeps_the_notebook_checkpoint_layout():
     """``attn`` defaults to SE: the notebook's keys and counts are untouched."""
     assert st.SEResNetTiny().state_dict().keys() == st.SEResNetTiny(attn="se").state_dict().keys()

@@ -9,14 +9,17 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import pytest
-import torch
 
 import seres_jax as sj
-import seres_torch as st
 from seres_jax.parity import compare_modules, randomize_batchnorm
 
-from .helpers import assert_parity, nchw_input
+from .helpers import HAVE_TORCH, assert_parity, nchw_input
 from .notebook import FIXTURE, SHARED, run_notebook
+
+if HAVE_TORCH:
+    import torch
+
+    import seres_torch as st
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +63,7 @@ def _build(nb, name):
     )
 
 
+@pytest.mark.requires_torch
 def test_notebook_runs_and_prints_its_recorded_outputs(nb):
     printed = "\n".join(line.strip() for line in nb.printed.splitlines() if line.strip())
     assert printed == nb.expected_output
@@ -82,6 +86,7 @@ NOTEBOOK_COUNTS = {
 }
 
 
+@pytest.mark.requires_torch
 @pytest.mark.parametrize("name", list(NOTEBOOK_COUNTS))
 def test_parameter_counts_are_the_notebooks(nb, name):
     notebook_cls, cls, args, kwargs, count = NOTEBOOK_COUNTS[name]
@@ -93,6 +98,7 @@ def test_parameter_counts_are_the_notebooks(nb, name):
     assert sj.count_params(shapes) == count
 
 
+@pytest.mark.requires_torch
 @pytest.mark.parametrize("name", PAIR_NAMES)
 def test_state_dict_keys_order_and_shapes_match(nb, name):
     ref, tm, _, _ = _build(nb, name)
@@ -101,6 +107,7 @@ def test_state_dict_keys_order_and_shapes_match(nb, name):
     assert [tuple(v.shape) for v in sd.values()] == [tuple(v.shape) for v in ref_sd.values()]
 
 
+@pytest.mark.requires_torch
 @pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
 @pytest.mark.parametrize("name", PAIR_NAMES)
 def test_notebook_checkpoint_loads_strict_and_computes_the_same(nb, name, train):
@@ -115,6 +122,7 @@ def test_notebook_checkpoint_loads_strict_and_computes_the_same(nb, name, train)
         torch.testing.assert_close(tm.state_dict()[key], value, rtol=0, atol=0, msg=key)
 
 
+@pytest.mark.requires_torch
 @pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
 @pytest.mark.parametrize("name", PAIR_NAMES)
 def test_notebook_checkpoint_runs_in_flax(nb, name, train, jax_device):

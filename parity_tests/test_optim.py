@@ -8,11 +8,12 @@ import pytest
 
 from seres_jax import optim
 
-torch = pytest.importorskip("torch")
+from .helpers import HAVE_TORCH
+
+if HAVE_TORCH:
+    import torch
 
 jax.config.update("jax_default_matmul_precision", "highest")
-torch.backends.cuda.matmul.allow_tf32 = False
-torch.backends.cudnn.allow_tf32 = False
 
 NUM_STEPS = 25
 # Worst errors measured over all cases below (float32, CPU): parameters 5.5e-7 relative
@@ -43,7 +44,8 @@ def _gradients():
 
 # ---------------------------------------------------------------------------- schedules
 
-lr_sched = torch.optim.lr_scheduler
+if HAVE_TORCH:
+    lr_sched = torch.optim.lr_scheduler
 
 
 def _cosine_case(lr, total=NUM_STEPS, warmup=5, start=1.0 / 3.0, final=1e-4):
@@ -138,6 +140,7 @@ def _torch_lrs(make_scheduler, base_lr, num):
     return np.array(lrs)
 
 
+@pytest.mark.requires_torch
 @pytest.mark.parametrize(
     ("name", "kwargs", "make_torch", "num"),
     SCHEDULE_CASES,
@@ -159,37 +162,37 @@ def test_one_cycle_holds_min_lr_past_the_end():
 
 # --------------------------------------------------------------------------- optimizers
 
-# case -> (make_optimizer name and kwargs, torch class and kwargs)
+# case -> (make_optimizer name and kwargs, torch.optim class name and kwargs)
 OPTIMIZERS = {
-    "sgd": ("sgd", {}, torch.optim.SGD, {}),
+    "sgd": ("sgd", {}, "SGD", {}),
     "sgd_momentum_wd": (
         "sgd",
         dict(momentum=0.9, weight_decay=5e-2),
-        torch.optim.SGD,
+        "SGD",
         dict(momentum=0.9, weight_decay=5e-2),
     ),
     "sgd_nesterov": (
         "sgd",
         dict(momentum=0.9, nesterov=True, weight_decay=1e-2),
-        torch.optim.SGD,
+        "SGD",
         dict(momentum=0.9, nesterov=True, weight_decay=1e-2),
     ),
     "sgd_dampening": (
         "sgd",
         dict(momentum=0.8, dampening=0.3),
-        torch.optim.SGD,
+        "SGD",
         dict(momentum=0.8, dampening=0.3),
     ),
     "adamw": (
         "adamw",
         dict(b1=0.9, b2=0.999, eps=1e-8, weight_decay=5e-2),
-        torch.optim.AdamW,
+        "AdamW",
         dict(betas=(0.9, 0.999), eps=1e-8, weight_decay=5e-2),
     ),
 }
 
 
-def _run_torch(torch_cls, lr, torch_kwargs, make_scheduler, no_decay=()):
+def _run_torch(torch_name, lr, torch_kwargs, make_scheduler, no_decay=()):
     """Parameters after each step; keys in ``no_decay`` go in a weight_decay=0 group."""
     tensors = {k: torch.tensor(v) for k, v in _init_params().items()}
     groups = [
@@ -197,7 +200,9 @@ def _run_torch(torch_cls, lr, torch_kwargs, make_scheduler, no_decay=()):
         {"params": [t for k, t in tensors.items() if k in no_decay], "weight_decay": 0.0},
     ]
     # foreach=False pins torch's single-tensor reference loop (the CPU default anyway).
-    opt = torch_cls([g for g in groups if g["params"]], lr=lr, foreach=False, **torch_kwargs)
+    opt = getattr(torch.optim, torch_name)(
+        [g for g in groups if g["params"]], lr=lr, foreach=False, **torch_kwargs
+    )
     scheduler = make_scheduler(opt) if make_scheduler else None
     history = []
     for grads in _gradients():
@@ -234,17 +239,18 @@ def _max_param_error(ours, theirs):
     )
 
 
+@pytest.mark.requires_torch
 @pytest.mark.parametrize("schedule", list(RUN_SCHEDULES))
 @pytest.mark.parametrize("case", list(OPTIMIZERS))
 def test_optimizer_matches_torch(case, schedule):
-    name, kwargs, torch_cls, torch_kwargs = OPTIMIZERS[case]
+    name, kwargs, torch_name, torch_kwargs = OPTIMIZERS[case]
     base_lr = 0.1 if name == "sgd" else 1e-2
     if schedule == "constant":
         lr, make_scheduler = base_lr, None
     else:
         sched_name, sched_kwargs, make_scheduler, _ = RUN_SCHEDULES[schedule](base_lr)
         lr = optim.make_schedule(sched_name, **sched_kwargs)
-    theirs = _run_torch(torch_cls, base_lr, torch_kwargs, make_scheduler)
+    theirs = _run_torch(torch_name, base_lr, torch_kwargs, make_scheduler)
     ours = _run_optax(optim.make_optimizer(name, lr, **kwargs))
     assert _max_param_error(ours, theirs) <= PARAM_RTOL
 
@@ -261,6 +267,7 @@ def _cycled(name, kwargs):
     return {**kwargs, key: optim.one_cycle_momentum(NUM_STEPS)}
 
 
+@pytest.mark.requires_torch
 def test_one_cycle_momentum_matches_torch():
     for torch_cls, kwargs, read in (
         (torch.optim.SGD, {"momentum": 0.9}, lambda g: g["momentum"]),
@@ -278,11 +285,12 @@ def test_one_cycle_momentum_matches_torch():
         np.testing.assert_allclose(ours, expected, rtol=SCHEDULE_RTOL, atol=0)
 
 
+@pytest.mark.requires_torch
 @pytest.mark.parametrize("case", ["sgd_momentum_wd", "sgd_nesterov", "adamw"])
 def test_one_cycle_with_torch_defaults_cycles_momentum_too(case):
-    name, kwargs, torch_cls, torch_kwargs = OPTIMIZERS[case]
+    name, kwargs, torch_name, torch_kwargs = OPTIMIZERS[case]
     base_lr = 0.1 if name == "sgd" else 1e-2
-    theirs = _run_torch(torch_cls, base_lr, torch_kwargs, _torch_one_cycle_default(base_lr))
+    theirs = _run_torch(torch_name, base_lr, torch_kwargs, _torch_one_cycle_default(base_lr))
     lr = optim.one_cycle(base_lr, NUM_STEPS)
     ours = _run_optax(optim.make_optimizer(name, lr, **_cycled(name, kwargs)))
     assert _max_param_error(ours, theirs) <= PARAM_RTOL
@@ -291,6 +299,7 @@ def test_one_cycle_with_torch_defaults_cycles_momentum_too(case):
     assert _max_param_error(fixed, theirs) > 100 * PARAM_RTOL
 
 
+@pytest.mark.requires_torch
 @pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
 def test_train_config_one_cycle_is_torch_one_cycle_lr_with_its_defaults(optimizer):
     from seres_jax.train import TrainConfig
@@ -298,19 +307,20 @@ def test_train_config_one_cycle_is_torch_one_cycle_lr_with_its_defaults(optimize
     lr = 0.1 if optimizer == "sgd" else 1e-2
     config = TrainConfig(optimizer=optimizer, schedule="onecycle", lr=lr, nesterov=False,
                          weight_decay=5e-2, decay_all=True)  # fmt: skip
-    tx = config.make_tx(config.make_schedule(NUM_STEPS, NUM_STEPS), NUM_STEPS)
-    torch_cls, torch_kwargs = {
+    tx, _ = optim.build(config, NUM_STEPS, NUM_STEPS)  # what `fit` runs
+    torch_name, torch_kwargs = {
         # OneCycleLR replaces SGD's momentum by its own cycle, as seres replaces --momentum.
-        "sgd": (torch.optim.SGD, dict(momentum=config.momentum, weight_decay=5e-2)),
-        "adamw": (torch.optim.AdamW, dict(weight_decay=5e-2)),
+        "sgd": ("SGD", dict(momentum=config.momentum, weight_decay=5e-2)),
+        "adamw": ("AdamW", dict(weight_decay=5e-2)),
     }[optimizer]
-    theirs = _run_torch(torch_cls, lr, torch_kwargs, _torch_one_cycle_default(lr))
+    theirs = _run_torch(torch_name, lr, torch_kwargs, _torch_one_cycle_default(lr))
     assert _max_param_error(_run_optax(tx), theirs) <= PARAM_RTOL
 
 
 NO_DECAY = ("bias", "bn_scale")
 
 
+@pytest.mark.requires_torch
 @pytest.mark.parametrize(
     "mask",
     [optim.decay_kernels_only, {k: k not in NO_DECAY for k in SHAPES}],
@@ -318,8 +328,8 @@ NO_DECAY = ("bias", "bn_scale")
 )
 @pytest.mark.parametrize("case", ["sgd_momentum_wd", "adamw"])
 def test_weight_decay_mask_matches_torch_param_groups(case, mask):
-    name, kwargs, torch_cls, torch_kwargs = OPTIMIZERS[case]
-    theirs = _run_torch(torch_cls, 1e-2, torch_kwargs, None, no_decay=NO_DECAY)
+    name, kwargs, torch_name, torch_kwargs = OPTIMIZERS[case]
+    theirs = _run_torch(torch_name, 1e-2, torch_kwargs, None, no_decay=NO_DECAY)
     ours = _run_optax(optim.make_optimizer(name, 1e-2, weight_decay_mask=mask, **kwargs))
     assert _max_param_error(ours, theirs) <= PARAM_RTOL
     # And the mask really mattered: decaying everything ends elsewhere.
@@ -327,10 +337,11 @@ def test_weight_decay_mask_matches_torch_param_groups(case, mask):
     assert not np.allclose(unmasked[-1]["bias"], theirs[-1]["bias"], rtol=1e-4, atol=0)
 
 
+@pytest.mark.requires_torch
 def test_adamw_closes_optax_bias_correction_gap():
     """optax.adamw's float32 bias correction is visibly off torch (7.3e-6); ours is not."""
-    _, _, torch_cls, torch_kwargs = OPTIMIZERS["adamw"]
-    theirs = _run_torch(torch_cls, 1e-2, torch_kwargs, None)
+    _, _, torch_name, torch_kwargs = OPTIMIZERS["adamw"]
+    theirs = _run_torch(torch_name, 1e-2, torch_kwargs, None)
     reference = _run_optax(optax.adamw(1e-2, b1=0.9, b2=0.999, eps=1e-8, weight_decay=5e-2))
     assert _max_param_error(reference, theirs) > 4 * PARAM_RTOL
 
@@ -338,6 +349,7 @@ def test_adamw_closes_optax_bias_correction_gap():
 # ----------------------------------------------------------------------------- loss
 
 
+@pytest.mark.requires_torch
 @pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
 def test_cross_entropy_matches_torch(label_smoothing):
     rng = np.random.default_rng(2)

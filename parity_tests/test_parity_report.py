@@ -7,8 +7,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
-import torch.nn.functional as F
 
 import seres_jax as sj
 from seres_cli.main import main
@@ -17,7 +15,14 @@ from seres_jax.data import iterate_batches, load_digits
 from seres_jax.formats import save_variables
 from seres_jax.parity import parity_report, randomize_batchnorm
 
+from .helpers import HAVE_TORCH
 from .notebook import run_notebook
+
+if HAVE_TORCH:
+    import torch
+    import torch.nn.functional as F
+
+pytestmark = pytest.mark.requires_torch
 
 KW = dict(in_ch=1, num_classes=10, base=8, n=1, reduction=4)
 ARCH = "seresnet_tiny:in_ch=1,base=8,n=1,reduction=4"

@@ -9,15 +9,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as hs
 
 import seres_jax as sj
-import seres_torch as st
 from seres_jax.parity import compare_modules, randomize_batchnorm
 
-from .helpers import assert_parity, nchw_input
+from .helpers import HAVE_TORCH, assert_parity, nchw_input
 
-STYLES = {
-    "postact": (st.SEResBlockPostAct, sj.SEResBlockPostAct),
-    "preact": (st.SEResBlockPreAct, sj.SEResBlockPreAct),
-}
+if HAVE_TORCH:
+    import seres_torch as st
+
+pytestmark = pytest.mark.requires_torch
+
+# The class of each style, by its name in both frameworks.
+STYLES = {"postact": "SEResBlockPostAct", "preact": "SEResBlockPreAct"}
 COMMON = dict(
     deadline=None,
     derandomize=True,  # the default suite is reproducible; `-m slow` explores more examples
@@ -44,7 +46,7 @@ def block_cases(draw: hs.DrawFn) -> dict:
 
 
 def _check(case: dict, device: object) -> None:
-    torch_cls, flax_cls = STYLES[case["style"]]
+    torch_cls, flax_cls = getattr(st, STYLES[case["style"]]), getattr(sj, STYLES[case["style"]])
     args = (case["cin"], case["cout"])
     kw = dict(stride=case["stride"], reduction=case["reduction"])
     tm = randomize_batchnorm(torch_cls(*args, **kw), seed=case["seed"])

@@ -6,10 +6,18 @@ import re
 from pathlib import Path
 
 import numpy as np
-import torch
+import pytest
 
-import seres_torch as st
-from seres_torch.resnet import create_model
+from .helpers import HAVE_TORCH
+
+if HAVE_TORCH:
+    import torch
+
+    import seres_torch as st
+    from seres_torch.resnet import create_model
+
+pytestmark = pytest.mark.requires_torch
+
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

@@ -10,16 +10,27 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import torch
 
 import seres_jax as sj
 from seres_jax import resnet as jr
 from seres_jax.convert import flax_to_torch, torch_to_flax
 from seres_jax.parity import compare_modules, randomize_batchnorm
-from seres_torch import count_params
-from seres_torch import resnet as tr
 
-from .helpers import assert_as_accurate_as_torch, assert_parity, nchw_input, torch_bf16_error
+from .helpers import (
+    HAVE_TORCH,
+    assert_as_accurate_as_torch,
+    assert_parity,
+    nchw_input,
+    torch_bf16_error,
+)
+
+if HAVE_TORCH:
+    import torch
+
+    from seres_torch import count_params
+    from seres_torch import resnet as tr
+
+pytestmark = pytest.mark.requires_torch
 
 # timm's own key names, shapes and dtypes of each model (1000 classes), recorded from
 # `timm.create_model(name).state_dict()` (see the README's timm section).

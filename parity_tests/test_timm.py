@@ -10,14 +10,19 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import pytest
-import torch
 
 from seres_jax import resnet as jr
 from seres_jax.convert import flax_to_torch, torch_to_flax
 from seres_jax.parity import compare_modules, randomize_batchnorm
-from seres_torch import resnet as tr
 
-from .helpers import assert_as_accurate_as_torch, assert_parity, nchw_input
+from .helpers import HAVE_TORCH, assert_as_accurate_as_torch, assert_parity, nchw_input
+
+if HAVE_TORCH:
+    import torch
+
+    from seres_torch import resnet as tr
+
+pytestmark = pytest.mark.requires_torch
 
 timm = pytest.importorskip(
     "timm", reason="timm is not installed (it needs a torchvision matching torch; see README)"

@@ -88,7 +88,8 @@ def test_a_used_workdir_is_refused_and_overwrite_starts_clean(tmp_path, capsys):
     line = _one_error_line(capsys, _train(workdir, "--max-steps", "3", "--seed", "1"))
     assert line == (
         f"seres: error: work directory {workdir} already holds a run (checkpoints, "
-        "metrics.jsonl, curves.png): continue it with --resume or start again with --overwrite"
+        "metrics.jsonl, curves.png, config.json): continue it with --resume or start again "
+        "with --overwrite"
     )
     assert _snapshot(workdir) == before
     # --export naming an existing file: refused before training starts.
@@ -205,6 +206,7 @@ def test_resume_with_another_model_names_each_differing_shape_once(base_run, tmp
     code = main([
         "train", "--model", "seresnet_tiny:base=8,n=1,reduction=4", "--batch-size", "256",
         "--epochs", "2", "--no-progress", "--workdir", str(tmp_path / "run"), "--resume",
+        "--override",  # past config.json's check, to the checkpoint's own
     ])  # fmt: skip
     line = _one_error_line(capsys, code)
     assert line.startswith(

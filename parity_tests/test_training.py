@@ -11,7 +11,6 @@ import textwrap
 import jax
 import numpy as np
 import pytest
-import safetensors.torch
 
 from seres_cli.main import main
 from seres_jax.data import Dataset, load_synthetic
@@ -19,7 +18,10 @@ from seres_jax.formats import load_checkpoint
 from seres_jax.registry import build_flax, build_torch
 from seres_jax.train import TrainConfig, fit
 
-from .helpers import write_cifar10
+from .helpers import HAVE_TORCH, write_cifar10
+
+if HAVE_TORCH:
+    import safetensors.torch
 
 SHARDED_SCRIPT = textwrap.dedent(
     """
@@ -139,7 +141,7 @@ def test_bad_input_is_one_line_and_writes_nothing(argv, message, tmp_path, capsy
 
 def test_batch_size_not_divisible_by_devices(tmp_path):
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
-           "JAX_PLATFORMS": "cpu"}  # fmt: skip
+           "JAX_PLATFORMS": "cpu", "SERES_COMPILE_CACHE": "off"}  # fmt: skip
     workdir = tmp_path / "run"
     proc = subprocess.run(
         [sys.executable, "-m", "seres_cli.main", "train", "--batch-size", "33", "--workdir",
@@ -153,6 +155,7 @@ def test_batch_size_not_divisible_by_devices(tmp_path):
     assert not workdir.exists()
 
 
+@pytest.mark.requires_torch
 def test_train_cifar10_binary_end_to_end(tmp_path, capsys):
     """`seres train --dataset cifar10` on a directory in the real binary format, in bfloat16
     compute: metrics, plot, checkpoints and a float32 safetensors export that PyTorch loads

@@ -14,16 +14,23 @@ import functools
 
 import jax
 import pytest
-import torch
-import torch.nn.functional as F
 
 import seres_jax as sj
-import seres_torch as st
 from seres_jax import compiler, optim
 from seres_jax.convert import flax_to_state_dict, torch_to_flax
 from seres_jax.data import iterate_batches, load_digits
 from seres_jax.parity import relative_error
 from seres_jax.train import TrainState, train_step
+
+from .helpers import HAVE_TORCH
+
+if HAVE_TORCH:
+    import torch
+    import torch.nn.functional as F
+
+    import seres_torch as st
+
+pytestmark = pytest.mark.requires_torch
 
 STEPS, BATCH, SMOOTHING = 10, 32, 0.1
 LOSS_TOL, STATE_TOL = 1e-5, 1e-4

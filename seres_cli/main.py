@@ -1,12 +1,15 @@
-"""The ``seres`` command line: ``train``, ``demo``, ``convert``, ``parity``.
+"""The ``seres`` command line: ``train``, ``eval``, ``demo``, ``convert``, ``parity``.
 
 A thin layer over ``seres_jax``: every command is a few calls into the library. Every user
 error (unknown model or dataset, bad data directory, a batch size the devices cannot split, a
 bad, truncated or malicious checkpoint, an existing destination) is one ``seres: error: ...``
 message and exit status 2, reported before anything is written, and so is a training run
 that diverged; warnings (a resume from scratch, an unreadable checkpoint skipped) are
-``seres: warning: ...`` lines. ``seres parity`` exits 1 when parity fails. Nothing imports
-this module.
+``seres: warning: ...`` lines. ``seres parity`` exits 1 when parity fails. ``train`` builds one
+``TrainConfig`` from its flags (named as its fields), which the run records in the work
+directory's ``config.json``; ``eval`` and ``convert`` read the architecture from there.
+``train``, ``eval`` and ``demo`` keep JAX's compilation cache (``--compile-cache``). Nothing
+imports this module.
 """
 
 from __future__ import annotations
@@ -19,8 +22,10 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import Any, NoReturn
 
+DEFAULT_MODEL, DEFAULT_DATASET = "seresnet_tiny", "digits"
 DEMO_ARCH = "seresnet_tiny:in_ch=1,base=16,reduction=4"
 DEMO_EXPORT = "seresnet_tiny_digits.safetensors"
 _DTYPES = ("float32", "float16", "bfloat16")
@@ -28,6 +33,18 @@ _DTYPES = ("float32", "float16", "bfloat16")
 
 class UsageError(Exception):
     """A bad argument found by the CLI itself."""
+
+
+def _require_torch(command: str) -> ModuleType:
+    """PyTorch, for the commands that run it; a torch-free install (a TPU VM) gets one line."""
+    try:
+        import torch
+    except ImportError:
+        raise UsageError(
+            f"seres {command} runs PyTorch, which is not installed here "
+            "(pip install torch, or the project's [torch] extra)"
+        ) from None
+    return torch
 
 
 class _Parser(argparse.ArgumentParser):
@@ -59,13 +76,14 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     from seres_jax.train import PRECISIONS, TrainConfig
 
     d = TrainConfig()  # one source of truth for the recipe's defaults
-
+    # The flags named as TrainConfig's fields make the config (`_train`); the others
+    # (--workdir, --resume, --export, ...) steer the command.
     p.add_argument(
         "--model",
-        default="seresnet_tiny",
+        default=DEFAULT_MODEL,
         help="architecture, e.g. seresnet_tiny or seresnet_tiny:base=16,n=3",
     )
-    p.add_argument("--dataset", default="digits", help=f"one of {', '.join(DATASET_NAMES)}")
+    p.add_argument("--dataset", default=DEFAULT_DATASET, help=f"one of {', '.join(DATASET_NAMES)}")
     p.add_argument("--data-dir", help="CIFAR-10 binary files (cifar-10-batches-bin)")
     p.add_argument("--epochs", type=int, default=d.epochs)
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="global batch size")
@@ -86,11 +104,11 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
         "--augment",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="random crop + flip (default: on for cifar10)",
+        help="random crop + flip (default: the dataset's, on for cifar10)",
     )
     p.add_argument(
         "--precision",
-        default="fp32",
+        default=d.precision,
         choices=sorted(PRECISIONS),
         help="bf16: bfloat16 compute, float32 parameters and optimizer state",
     )
@@ -114,11 +132,30 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
         "--log-every", type=int, default=d.log_every, help="steps between metric fetches"
     )
     p.add_argument("--max-steps", type=int, help="stop after this many steps in total")
+    p.add_argument(
+        "--override",
+        action="store_true",
+        help="with --resume: accept a model, dataset or recipe other than the run's config.json "
+        "(recorded there)",
+    )
     p.add_argument("--no-progress", dest="progress", action="store_false")  # fmt: skip
+    _add_compile_cache(p)
+
+
+def _add_compile_cache(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--compile-cache",
+        metavar="DIR|off",
+        help="JAX's persistent compilation cache (default: $SERES_COMPILE_CACHE, else "
+        "$XDG_CACHE_HOME/seres/jax)",
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
+    from seres_cli import __version__
+
     parser = _Parser(prog="seres", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="train a model with optax")
     _add_train_arguments(train)
@@ -130,11 +167,28 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--epochs", type=_int_at_least(1), default=15)
     demo.add_argument("--seed", type=_int_at_least(0), default=0)
     demo.add_argument("--no-progress", dest="progress", action="store_false")
+    _add_compile_cache(demo)
+
+    evaluate = sub.add_parser("eval", help="evaluate a checkpoint on a dataset's test split")
+    evaluate.add_argument("src", type=Path,
+                          help="a `seres train` work directory (its latest checkpoint) or a "
+                          "checkpoint in any format")  # fmt: skip
+    evaluate.add_argument("--arch", help="default: the work directory's config.json")
+    evaluate.add_argument("--dataset", help="default: the run's, else digits")
+    evaluate.add_argument("--data-dir", help="default: the run's")
+    evaluate.add_argument(
+        "--batch-size", type=_int_at_least(1), help="default: the run's, else 256"
+    )
+    _add_compile_cache(evaluate)
 
     convert = sub.add_parser("convert", help="convert a checkpoint between formats")
     convert.add_argument("src", type=Path, help=".pt/.pth, .safetensors, .msgpack or orbax dir")
     convert.add_argument("dst", type=Path, help="the same formats; chosen by the extension")
-    convert.add_argument("--arch", help="check strictly against this architecture")
+    convert.add_argument(
+        "--arch",
+        help="check strictly against this architecture (default: "
+        "the one in the config.json of a work directory SRC is part of)",
+    )
     convert.add_argument("--param-dtype", choices=sorted(_DTYPES), default="float32",
                          help="the dtype --arch expects the weights in")  # fmt: skip
     convert.add_argument("--force", action="store_true", help="replace an existing DST")
@@ -209,7 +263,7 @@ def _plot(history: list[dict[str, Any]], path: Path) -> None:
 
 def _train(args: argparse.Namespace) -> int:
     from seres_jax.data import load_dataset
-    from seres_jax.registry import MODELS, build_flax, parse_arch
+    from seres_jax.registry import build_flax, parse_arch
     from seres_jax.train import (
         CURVES_FILE,
         TrainConfig,
@@ -217,6 +271,7 @@ def _train(args: argparse.Namespace) -> int:
         initialize_distributed,
         make_mesh,
         read_metrics,
+        run_arch,
     )
 
     if args.export is not None:
@@ -230,31 +285,22 @@ def _train(args: argparse.Namespace) -> int:
         raise UsageError("--resume needs --workdir")
     if args.resume and args.overwrite:
         raise UsageError("--resume and --overwrite exclude each other")
+    if args.override and not args.resume:
+        raise UsageError("--override goes with --resume")
     _warnings_to_stderr()
     initialize_distributed()
-    name, overrides = parse_arch(args.model)  # validates the name before the data is loaded
-    augment = args.dataset == "cifar10" if args.augment is None else args.augment
-    fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"augment"}
-    config = TrainConfig(augment=augment, **{k: v for k, v in vars(args).items() if k in fields})
+    config = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
+    parse_arch(args.model)  # validates the name before the data is loaded
     mesh = make_mesh()
     config.validate(mesh.size)  # before the data is read (with the seed) and the workdir exists
-    dataset = load_dataset(args.dataset, data_dir=args.data_dir, seed=args.seed)
-    channels_arg = MODELS[name].in_channels_arg
-    channels, classes = dataset.image_shape[-1], dataset.num_classes
-    if overrides.get(channels_arg, channels) != channels:
-        raise UsageError(f"--model has {channels_arg}={overrides[channels_arg]}, but "
-                         f"{args.dataset} images have {channels} channels")  # fmt: skip
-    if overrides.get("num_classes", classes) < classes:
-        raise UsageError(f"--model has num_classes={overrides['num_classes']}, but "
-                         f"{args.dataset} has {classes} classes")  # fmt: skip
-    model = build_flax(args.model, **{channels_arg: channels, "num_classes": classes, **overrides})
-    steps_per_epoch = dataset.train_images.shape[0] // max(config.batch_size, 1)
-    total = min(config.epochs * steps_per_epoch, config.max_steps or 1 << 62)
+    dataset = load_dataset(args.dataset, data_dir=config.data_dir, seed=config.seed)
+    model = build_flax(run_arch(config, dataset.image_shape[-1], dataset.num_classes))
+    total = config.steps(dataset.train_images.shape[0]).last
     progress = _Progress(total, args.progress)
     try:
         result = fit(
             model, dataset, config, workdir=args.workdir, resume=args.resume,
-            overwrite=args.overwrite, mesh=mesh, on_log=progress,
+            overwrite=args.overwrite, override=args.override, mesh=mesh, on_log=progress,
         )  # fmt: skip
     finally:
         progress.close()
@@ -307,6 +353,7 @@ def _demo(args: argparse.Namespace) -> int:
     from seres_jax.train import CURVES_FILE, RUN_FILES, TrainConfig, fit
 
     start = time.perf_counter()
+    _require_torch("demo")  # before training, not after it
     if args.workdir is not None and args.workdir.exists() and not args.overwrite:
         earlier = [n for n in (*RUN_FILES, DEMO_EXPORT) if (args.workdir / n).exists()]
         if earlier:
@@ -315,12 +362,12 @@ def _demo(args: argparse.Namespace) -> int:
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="seres-demo-"))
     dataset = load_digits(seed=args.seed)
     model = build_flax(DEMO_ARCH)
-    config = TrainConfig(epochs=args.epochs, batch_size=64, lr=0.1, seed=args.seed, log_every=11)
+    config = TrainConfig(model=DEMO_ARCH, epochs=args.epochs, batch_size=64, lr=0.1,
+                         seed=args.seed, log_every=11)  # fmt: skip
     n_train, n_test = len(dataset.train_labels), len(dataset.test_labels)
     platform = jax.devices()[0].platform
     print(f"JAX {jax.__version__} on {platform}: {DEMO_ARCH}, digits {n_train} train/{n_test} test")
-    steps_per_epoch = dataset.train_images.shape[0] // config.batch_size
-    progress = _Progress(config.epochs * steps_per_epoch, args.progress)
+    progress = _Progress(config.steps(dataset.train_images.shape[0]).last, args.progress)
     try:
         result = fit(
             model, dataset, config, workdir=workdir, overwrite=args.overwrite, on_log=progress
@@ -352,19 +399,80 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_against(path: Path, template: Any, arch: str) -> Any:
+    """``load_checkpoint(path, template=template)``; a mismatch names ``arch`` (the template's
+    architecture, and where it came from)."""
+    from seres_jax.convert import ConversionError
+    from seres_jax.formats import load_checkpoint
+
+    try:
+        return load_checkpoint(path, template=template)
+    except ConversionError as err:
+        if template is None:
+            raise
+        raise ConversionError(err.problems, f"checking {path} against {arch}") from None
+
+
+def _eval(args: argparse.Namespace) -> int:
+    """Loss and accuracy of a checkpoint on a dataset's test split."""
+    from seres_jax.data import load_dataset
+    from seres_jax.registry import build_flax, variables_template
+    from seres_jax.train import (
+        CHECKPOINT_DIR,
+        PRECISIONS,
+        TrainConfig,
+        evaluate_variables,
+        find_run_config,
+        run_arch,
+    )
+
+    run = find_run_config(args.src)
+    stored = run[1]["config"] if run is not None else {}
+    model = args.arch or stored.get("model")
+    if model is None:
+        raise UsageError(f"--arch is needed: {args.src} is not part of a `seres train` work "
+                         "directory with a config.json naming its model")  # fmt: skip
+    dataset_name: str = args.dataset or stored.get("dataset") or DEFAULT_DATASET
+    config = TrainConfig(
+        model=model,
+        dataset=dataset_name,
+        data_dir=args.data_dir or stored.get("data_dir"),
+        batch_size=args.batch_size or stored.get("batch_size") or 256,
+        seed=stored.get("seed", 0),  # the digits split the run validated on
+        precision=stored.get("precision", "fp32"),
+    )
+    dataset = load_dataset(dataset_name, data_dir=config.data_dir, seed=config.seed)
+    arch = run_arch(config, dataset.image_shape[-1], dataset.num_classes)
+    src = args.src / CHECKPOINT_DIR if (args.src / CHECKPOINT_DIR).is_dir() else args.src
+    template = variables_template(arch)
+    variables = _load_against(src, template, arch).to_variables(template)
+    result = evaluate_variables(
+        build_flax(arch, dtype=PRECISIONS.get(config.precision)), variables,
+        dataset.test_images, dataset.test_labels, config.batch_size,
+    )  # fmt: skip
+    print(f"{args.src}: {arch} on the {config.dataset} test split ({len(dataset.test_labels)} "
+          f"images): loss {result['loss']:.4f}, accuracy {result['acc']:.4f}")  # fmt: skip
+    return 0
+
+
 def _convert(args: argparse.Namespace) -> int:
-    from seres_jax.formats import check_destination, format_of, load_checkpoint, save_checkpoint
+    from seres_jax.formats import check_destination, format_of, save_checkpoint
     from seres_jax.registry import variables_template
+    from seres_jax.train import find_run_config
 
     src_format, _ = format_of(args.src)
     dst_format, _ = format_of(args.dst)
     # Refused before anything is read: an existing DST without --force, one of another kind,
     # or one that is or holds SRC.
     check_destination(args.dst, force=args.force, directory=dst_format == "orbax", source=args.src)
-    template = variables_template(args.arch, args.param_dtype) if args.arch else None
-    checkpoint = load_checkpoint(args.src, template=template)
+    arch, source = args.arch, ""
+    run = find_run_config(args.src) if arch is None else None
+    if run is not None and run[1].get("arch"):
+        arch, source = run[1]["arch"], f" (from {run[0]})"
+    template = variables_template(arch, args.param_dtype) if arch else None
+    checkpoint = _load_against(args.src, template, f"{arch}{source}")
     save_checkpoint(checkpoint, args.dst, force=args.force, template=template)
-    strict = f", checked against {args.arch}" if args.arch else ""
+    strict = f", checked against {arch}{source}" if arch else ""
     print(f"{args.src} ({src_format}) -> {args.dst} ({dst_format}): "
           f"{checkpoint.num_tensors} tensors{strict}")  # fmt: skip
     return 0
@@ -373,34 +481,36 @@ def _convert(args: argparse.Namespace) -> int:
 def _parity(args: argparse.Namespace) -> int:
     import jax
     import numpy as np
-    import torch
 
     from seres_jax.convert import to_torch
     from seres_jax.formats import atomic_path, check_destination, load_checkpoint
     from seres_jax.parity import parity_report, randomize_batchnorm
     from seres_jax.registry import build_flax, build_torch, model_config, variables_template
 
+    # Everything the user named is checked before any work, PyTorch's presence last.
     if args.json is not None:
-        check_destination(args.json, force=args.force)  # before the work, not after it
-    jax.config.update("jax_default_matmul_precision", "highest")
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
+        check_destination(args.json, force=args.force)
     spec, arguments = model_config(args.arch)
     try:
         device = jax.devices(args.device)[0] if args.device else None
     except RuntimeError:
         raise UsageError(f"JAX has no {args.device} device here") from None
     template = variables_template(args.arch)
-    torch.manual_seed(args.seed)
-    torch_model = build_torch(args.arch)
+    state = variables = None
     if args.checkpoint is not None:
         state = load_checkpoint(args.checkpoint, template=template).to_state_dict(template)
+    if args.against is not None:
+        variables = load_checkpoint(args.against, template=template).to_variables(template)
+    torch = _require_torch("parity")
+    jax.config.update("jax_default_matmul_precision", "highest")
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.manual_seed(args.seed)
+    torch_model = build_torch(args.arch)
+    if state is not None:
         torch_model.load_state_dict({k: to_torch(v) for k, v in state.items()}, strict=True)
     else:
         randomize_batchnorm(torch_model, args.seed)
-    variables = None
-    if args.against is not None:
-        variables = load_checkpoint(args.against, template=template).to_variables(template)
     shape = (args.batch_size, arguments[spec.in_channels_arg], args.image_size, args.image_size)
     x = np.random.default_rng(args.seed).standard_normal(shape).astype(np.float32)
     report = parity_report(
@@ -438,9 +548,19 @@ def main(argv: list[str] | None = None) -> int:
     from seres_jax.registry import RegistryError
     from seres_jax.train import TrainingError
 
-    commands = {"train": _train, "demo": _demo, "convert": _convert, "parity": _parity}
+    commands = {
+        "train": _train, "eval": _eval, "demo": _demo, "convert": _convert, "parity": _parity
+    }  # fmt: skip
     errors = (UsageError, DataError, RegistryError, TrainingError, ConversionError, CheckpointError)
     try:
+        if "compile_cache" in args:
+            from seres_jax import compiler
+
+            directory = args.compile_cache or compiler.default_compile_cache()
+            try:
+                compiler.enable_compile_cache(directory)
+            except OSError as err:
+                raise UsageError(f"compile cache {directory}: {err.strerror or err}") from None
         return commands[args.command](args)
     except ConversionError as err:
         _print_error(str(err).splitlines()[0], *err.problems)  # one problem a line

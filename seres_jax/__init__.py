@@ -5,10 +5,17 @@ initialisation and BatchNorm conventions, and ``seres_jax.convert`` for moving w
 from PyTorch. Importing this package never imports torch.
 """
 
+from importlib import metadata as _metadata
+
 from .blocks import SEResBlockPostAct, SEResBlockPreAct, make_stage
 from .convert import ConversionError, flax_to_state_dict, flax_to_torch, torch_to_flax
 from .layers import BatchNorm, ConvBNAct, ECABlock, SEBlock, count_params
 from .models import SEResNetTiny
+
+try:
+    __version__ = _metadata.version("seres")
+except _metadata.PackageNotFoundError:  # a source tree on sys.path, never installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "BatchNorm",
@@ -19,6 +26,7 @@ __all__ = [
     "SEResBlockPostAct",
     "SEResBlockPreAct",
     "SEResNetTiny",
+    "__version__",
     "count_params",
     "flax_to_state_dict",
     "flax_to_torch",

@@ -106,15 +106,20 @@ def staged_path(
     before it is replaced; on any failure ``dst`` is left as it was.
     """
     target = Path(dst)
-    rules = {"force": force, "directory": directory, "replaceable": replaceable, "protect": protect}
-    check_destination(target, **rules)
+
+    def check() -> None:
+        check_destination(
+            target, force=force, directory=directory, replaceable=replaceable, protect=protect
+        )
+
+    check()
     target.parent.mkdir(parents=True, exist_ok=True)
     sweep(target.parent)
     staging, lock = _make_staging(target)
     try:
         tmp = staging / target.name
         yield tmp
-        check_destination(target, **rules)  # it may have changed while we were writing
+        check()  # it may have changed while we were writing
         _fsync_tree(tmp)
         _move_into_place(tmp, target, staging)
         _fsync(target.parent)

@@ -7,13 +7,14 @@ batch statistics and updates the ``batch_stats`` collection as PyTorch's train m
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from .layers import BatchNorm, ConvBNAct, Dtype, conv2d, make_attention
+from .layers import BatchNorm, ConvBNAct, Dtype, SEBlock, conv2d, create_attn
 
 
 def _needs_projection(cin: int, cout: int, stride: int) -> bool:
@@ -43,9 +44,14 @@ class SEResBlockPostAct(_SEResBlock):
         dt = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         self.conv1 = ConvBNAct(self.cin, self.cout, k=3, s=self.stride, p=1, act="silu", **dt)
         self.conv2 = [conv2d(self.cout, self.cout, 3, padding=1, **dt), BatchNorm(**dt)]
-        self.se = make_attention(self.attn, self.cout, self.reduction, **dt)
+        self.se = create_attn(
+            self.attn, self.cout, se_layer=partial(SEBlock, reduction=self.reduction), **dt
+        )
         if _needs_projection(self.cin, self.cout, self.stride):
-            self.proj = [conv2d(self.cin, self.cout, 1, stride=self.stride, **dt), BatchNorm(**dt)]
+            self.proj: list[nn.Module] | None = [
+                conv2d(self.cin, self.cout, 1, stride=self.stride, **dt),
+                BatchNorm(**dt),
+            ]
         else:
             self.proj = None
 
@@ -71,9 +77,11 @@ class SEResBlockPreAct(_SEResBlock):
         self.conv1 = conv2d(self.cin, self.cout, 3, stride=self.stride, padding=1, **dt)
         self.bn2 = BatchNorm(**dt)
         self.conv2 = conv2d(self.cout, self.cout, 3, padding=1, **dt)
-        self.se = make_attention(self.attn, self.cout, self.reduction, **dt)
+        self.se = create_attn(
+            self.attn, self.cout, se_layer=partial(SEBlock, reduction=self.reduction), **dt
+        )
         if _needs_projection(self.cin, self.cout, self.stride):
-            self.proj = conv2d(self.cin, self.cout, 1, stride=self.stride, **dt)
+            self.proj: nn.Module | None = conv2d(self.cin, self.cout, 1, stride=self.stride, **dt)
         else:
             self.proj = None
 

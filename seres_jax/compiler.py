@@ -1,4 +1,5 @@
-"""The XLA compiler options seres compiles its hot paths with, and ``jit``, which applies them.
+"""The XLA compiler options seres compiles its hot paths with, ``jit``, which applies them, and
+the persistent compilation cache of seres' commands (``enable_compile_cache``).
 
 **Why.** On the CPU, recent XLA hands convolutions, dots and reductions to YNNPACK (the
 default of ``xla_cpu_experimental_ynn_fusion_type``). For the SE-ResNets here YNNPACK's
@@ -17,6 +18,10 @@ compiles get no options. They are dropped, with XLA's defaults kept, when
 * ``XLA_FLAGS`` already names the flag (the user's choice wins);
 * the installed jaxlib does not know the option or its values (checked once, by compiling a
   one-element function with them).
+
+**Compilation cache.** Compiling the training step takes seconds on the CPU; ``seres train``,
+``eval`` and ``demo`` therefore keep JAX's persistent compilation cache, by default in
+``default_compile_cache()``, so a second run of the same model loads its executables instead.
 """
 
 from __future__ import annotations
@@ -24,12 +29,14 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import jax
 import numpy as np
 
 DISABLE_ENV = "SERES_XLA_CPU_OPTIONS"
+CACHE_ENV = "SERES_COMPILE_CACHE"
 YNN_FUSION_FLAG = "xla_cpu_experimental_ynn_fusion_type"
 # jaxlib 0.10's default (individual dots and convolutions, reductions) minus the convolutions.
 CPU_OPTIONS: dict[str, str] = {
@@ -62,3 +69,37 @@ def compiler_options(platform: str | None = None) -> dict[str, str] | None:
 def jit(fun: Callable[..., Any], *, platform: str | None = None, **kwargs: Any) -> Any:
     """``jax.jit(fun, **kwargs)`` compiled with ``compiler_options(platform)``."""
     return jax.jit(fun, compiler_options=compiler_options(platform), **kwargs)
+
+
+def default_compile_cache() -> str:
+    """Where seres' commands keep JAX's persistent compilation cache unless told otherwise:
+    ``$SERES_COMPILE_CACHE`` (a directory, or ``off``), else a directory JAX is already
+    configured with (``JAX_COMPILATION_CACHE_DIR``, ``jax.config``), else
+    ``$XDG_CACHE_HOME/seres/jax`` (``~/.cache/seres/jax``)."""
+    if os.environ.get(CACHE_ENV):
+        return os.environ[CACHE_ENV]
+    # jax's Config declares its flags at run time, out of a type checker's sight.
+    configured: str | None = jax.config.jax_compilation_cache_dir  # type: ignore[attr-defined]
+    if configured:
+        return configured
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return str(Path(base) / "seres" / "jax")
+
+
+def enable_compile_cache(directory: str | os.PathLike[str] | None) -> Path | None:
+    """Use JAX's persistent compilation cache in ``directory`` (created if missing), so a
+    later process compiling the same computation loads it instead; ``None`` or ``"off"``
+    turns the cache off. Returns the directory in use, or ``None``.
+
+    Takes effect for the next compilation even after others (the cache is re-opened). What is
+    cached follows JAX's own thresholds (``jax_persistent_cache_min_compile_time_secs``).
+    """
+    from jax.experimental.compilation_cache import compilation_cache
+
+    path = None if directory is None or str(directory) == "off" else Path(directory).expanduser()
+    if path is not None:
+        path.mkdir(parents=True, exist_ok=True)
+        jax.config.update("jax_compilation_cache_dir", str(path))
+    jax.config.update("jax_enable_compilation_cache", path is not None)
+    compilation_cache.reset_cache()
+    return path

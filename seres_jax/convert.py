@@ -250,7 +250,7 @@ def _describe(shape: Iterable[int], dtype: Any) -> str:
 
 
 def _compare(
-    converted: Mapping[Any, np.ndarray],
+    converted: Mapping[Any, np.ndarray | _Spec],
     expected: Mapping[Any, Any],
     name: Any,
 ) -> list[str]:

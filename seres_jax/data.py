@@ -2,7 +2,9 @@
 
 Owns dataset loading (scikit-learn's bundled 8x8 digits, the CIFAR-10 binary release,
 synthetic noise for benchmarks), per-channel normalisation, the standard CIFAR
-pad-crop-flip augmentation, reproducible epoch batching and prefetching to the device.
+pad-crop-flip augmentation, reproducible epoch batching and prefetching to the device, and
+``DATASETS``: each name's loader and the defaults a run derives from it (input channels,
+classes, whether to augment).
 Everything up to ``prefetch_to_device`` is plain NumPy so that it never touches the
 accelerator and never imports torch.
 """
@@ -23,9 +25,12 @@ import numpy as np
 __all__ = [
     "CIFAR10_MEAN",
     "CIFAR10_STD",
+    "DATASETS",
     "DATASET_NAMES",
     "DataError",
     "Dataset",
+    "DatasetSpec",
+    "dataset_spec",
     "iterate_batches",
     "load_cifar10",
     "load_dataset",
@@ -37,7 +42,6 @@ __all__ = [
 
 CIFAR10_MEAN: tuple[float, float, float] = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD: tuple[float, float, float] = (0.2470, 0.2435, 0.2616)
-DATASET_NAMES: tuple[str, ...] = ("digits", "cifar10", "synthetic")
 
 _CIFAR_SUBDIR = "cifar-10-batches-bin"
 _CIFAR_TRAIN_FILES = tuple(f"data_batch_{i}.bin" for i in range(1, 6))
@@ -247,6 +251,49 @@ def load_synthetic(
     )
 
 
+def _load_cifar10(data_dir: str | os.PathLike[str] | None, seed: int, **kwargs: Any) -> Dataset:
+    del seed  # a fixed split
+    if data_dir is None:
+        raise DataError(
+            f"cifar10: data_dir is required (a directory holding {_CIFAR_SUBDIR} or its .bin files)"
+        )
+    return load_cifar10(data_dir, **kwargs)
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A named dataset: ``load(data_dir, seed, **kwargs)``, and what a run derives from it
+    (the model's input ``channels`` and ``num_classes``, ``augment`` by default)."""
+
+    load: Callable[..., Dataset]
+    channels: int
+    num_classes: int
+    augment: bool
+
+
+DATASETS: dict[str, DatasetSpec] = {
+    "digits": DatasetSpec(
+        lambda data_dir, seed, **kw: load_digits(seed=seed, **kw), channels=1, num_classes=10,
+        augment=False,
+    ),
+    "cifar10": DatasetSpec(
+        _load_cifar10, _CIFAR_CHANNELS, _CIFAR_CLASSES, augment=True
+    ),
+    "synthetic": DatasetSpec(
+        lambda data_dir, seed, **kw: load_synthetic(seed=seed, **kw), channels=3, num_classes=10,
+        augment=False,
+    ),
+}  # fmt: skip
+DATASET_NAMES: tuple[str, ...] = tuple(DATASETS)
+
+
+def dataset_spec(name: str) -> DatasetSpec:
+    """The ``DATASETS`` entry of ``name``; a ``DataError`` naming the known ones otherwise."""
+    if name not in DATASETS:
+        raise DataError(f"unknown dataset {name!r}; valid names: {', '.join(DATASET_NAMES)}")
+    return DATASETS[name]
+
+
 def load_dataset(
     name: str, data_dir: str | os.PathLike[str] | None = None, seed: int = 0, **kwargs: Any
 ) -> Dataset:
@@ -255,18 +302,7 @@ def load_dataset(
     ``seed`` feeds the digits split and the synthetic generator; CIFAR-10 has a fixed
     split and ignores it. Extra keyword arguments go to the specific loader.
     """
-    if name == "digits":
-        return load_digits(seed=seed, **kwargs)
-    if name == "cifar10":
-        if data_dir is None:
-            raise DataError(
-                f"cifar10: data_dir is required (a directory holding {_CIFAR_SUBDIR} "
-                "or its .bin files)"
-            )
-        return load_cifar10(data_dir, **kwargs)
-    if name == "synthetic":
-        return load_synthetic(seed=seed, **kwargs)
-    raise DataError(f"unknown dataset {name!r}; valid names: {', '.join(DATASET_NAMES)}")
+    return dataset_spec(name).load(data_dir, seed, **kwargs)
 
 
 def random_crop_flip(images: np.ndarray, rng: np.random.Generator, pad: int = 4) -> np.ndarray:
@@ -284,9 +320,9 @@ def random_crop_flip(images: np.ndarray, rng: np.random.Generator, pad: int = 4)
         raise DataError(f"random_crop_flip: pad must be >= 0, got {pad}")
     num, height, width, _ = images.shape
     padded = np.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-    row_offsets = rng.integers(0, 2 * pad + 1, num)
-    col_offsets = rng.integers(0, 2 * pad + 1, num)
-    flips = rng.random(num) < 0.5
+    row_offsets = rng.integers(0, 2 * pad + 1, size=(num,))
+    col_offsets = rng.integers(0, 2 * pad + 1, size=(num,))
+    flips = rng.random(size=(num,)) < 0.5
 
     rows = row_offsets[:, None] + np.arange(height)
     cols = col_offsets[:, None] + np.arange(width)

@@ -164,7 +164,7 @@ def tensor_digest(arrays: Mapping[str, np.ndarray]) -> str:
     for name in sorted(arrays):
         array = np.ascontiguousarray(arrays[name])
         digest.update(f"{name}\0{array.dtype.name}\0{array.shape}\0".encode())
-        digest.update(array.reshape(-1).view(np.uint8))
+        digest.update(array.reshape(-1).view(np.uint8).data)
     return digest.hexdigest()
 
 
@@ -277,9 +277,21 @@ def _verify_digest(path: Path, recorded: Any, arrays: Mapping[str, np.ndarray]) 
         )
 
 
+def _require_torch(path: Path) -> None:
+    """Refuse a ``.pt``/``.pth`` in one line where PyTorch is not installed (a TPU VM)."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise CheckpointError(
+            f"{path}: .pt and .pth files need PyTorch, which is not installed here "
+            "(pip install torch); .safetensors holds the same state_dict without it"
+        ) from None
+
+
 def _read_torch(path: Path, template: Any) -> dict[str, Any]:
     import pickle
 
+    _require_torch(path)
     import torch
 
     zipped = zipfile.is_zipfile(path)
@@ -667,6 +679,8 @@ def save_state_dict(
     if kind != "state_dict":
         raise CheckpointError(f"{path}: a state_dict is written as .pt, .pth or .safetensors")
     # np.require keeps 0-d arrays 0-d (np.ascontiguousarray would make them 1-d).
+    if name == "torch":
+        _require_torch(Path(path))
     arrays = {k: np.require(to_numpy(v), requirements="C") for k, v in state_dict.items()}
     with atomic_path(path, force=force, source=source) as tmp:
         try:

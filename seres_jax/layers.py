@@ -1,5 +1,10 @@
 """Flax layers mirroring ``seres_torch.layers``, and the conventions all of seres_jax follows.
 
+The one vocabulary of both families: ``conv2d`` (every 2-D convolution), ``BatchNorm``, the
+channel attentions (``SEBlock``, ``SEModule``, ``ECABlock``, built by name with ``create_attn``)
+and ``ConvBNAct``. A new channel attention is one class here, its PyTorch twin in
+``seres_torch.layers`` and one entry in each ``ATTENTION_LAYERS``.
+
 Conventions (documented here, once):
 
 * **Layout.** Activations are NHWC; conv kernels are HWIO (PyTorch: NCHW activations, OIHW
@@ -32,7 +37,6 @@ import jax.numpy as jnp
 Dtype = Any
 Initializer = Callable[..., jax.Array]
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {"silu": nn.silu, "relu": nn.relu}
-ATTENTIONS = ("se", "eca", "none")
 
 
 def make_activation(act: str) -> Callable[[jax.Array], jax.Array]:
@@ -62,20 +66,24 @@ def conv2d(
     stride: int = 1,
     padding: int = 0,
     use_bias: bool = False,
+    groups: int = 1,
     *,
+    kernel_init: Initializer | None = None,
     dtype: Dtype = None,
     param_dtype: Dtype = jnp.float32,
     name: str | None = None,
 ) -> nn.Conv:
-    """An ``nn.Conv`` configured as ``torch.nn.Conv2d(cin, cout, k, stride, padding, bias)``."""
-    init = torch_uniform(cin * k * k)
+    """An ``nn.Conv`` configured as ``torch.nn.Conv2d(cin, cout, k, stride, padding, bias,
+    groups=groups)``, initialised as PyTorch does unless ``kernel_init`` is given."""
+    init = torch_uniform(cin // groups * k * k)
     return nn.Conv(
         cout,
         (k, k),
         strides=(stride, stride),
         padding=((padding, padding), (padding, padding)),
+        feature_group_count=groups,
         use_bias=use_bias,
-        kernel_init=init,
+        kernel_init=kernel_init or init,
         bias_init=init,
         dtype=dtype,
         param_dtype=param_dtype,
@@ -164,7 +172,7 @@ class SEBlock(nn.Module):
     def setup(self) -> None:
         hidden = max(self.min_hidden, self.channels // self.reduction)
         conv = dict(k=1, use_bias=True, dtype=self.dtype, param_dtype=self.param_dtype)
-        self.fc = [
+        self.fc: list[Callable[..., Any]] = [
             conv2d(self.channels, hidden, **conv),
             nn.silu,
             conv2d(hidden, self.channels, **conv),
@@ -176,6 +184,32 @@ class SEBlock(nn.Module):
         for layer in self.fc:
             w = layer(w)
         return x * w.astype(x.dtype)
+
+
+def make_divisible(value: float, divisor: int = 8) -> int:
+    """timm's ``make_divisible(v, divisor, round_limit=0.)``: nearest multiple, at least one."""
+    return max(divisor, int(value + divisor / 2) // divisor * divisor)
+
+
+class SEModule(nn.Module):
+    """timm's ``SEModule`` (mirror of ``seres_torch.layers.SEModule``); params ``fc1``, ``fc2``,
+    1×1 convolutions with bias."""
+
+    channels: int
+    rd_ratio: float = 1 / 16
+    rd_divisor: int = 8
+    dtype: Dtype = None
+    param_dtype: Dtype = jnp.float32
+
+    def setup(self) -> None:
+        hidden = make_divisible(self.channels * self.rd_ratio, self.rd_divisor)
+        conv = dict(k=1, use_bias=True, dtype=self.dtype, param_dtype=self.param_dtype)
+        self.fc1 = conv2d(self.channels, hidden, **conv)
+        self.fc2 = conv2d(hidden, self.channels, **conv)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        w = self.fc2(nn.relu(self.fc1(global_avg_pool(x))))
+        return x * nn.sigmoid(w).astype(x.dtype)
 
 
 class ConvBNAct(nn.Module):
@@ -238,20 +272,24 @@ class ECABlock(nn.Module):
         return x * nn.sigmoid(w).reshape(x.shape[0], 1, 1, self.channels).astype(x.dtype)
 
 
-def make_attention(
+# timm's ``create_attn`` vocabulary, mirroring ``seres_torch.layers.ATTENTION_LAYERS``.
+ATTENTION_LAYERS: dict[str, type[nn.Module]] = {"se": SEModule, "eca": ECABlock}
+ATTENTIONS = (*ATTENTION_LAYERS, "none")
+
+
+def create_attn(
     attn: str | None,
     channels: int,
-    reduction: int = 16,
     *,
-    dtype: Dtype = None,
-    param_dtype: Dtype = jnp.float32,
+    se_layer: Callable[..., nn.Module] = SEModule,
+    **kwargs: Any,
 ) -> nn.Module | None:
-    """The channel attention named ``attn`` (``"se"``, ``"eca"``, ``None``/``"none"``)."""
-    dt = {"dtype": dtype, "param_dtype": param_dtype}
-    if attn == "se":
-        return SEBlock(channels, reduction=reduction, **dt)
-    if attn == "eca":
-        return ECABlock(channels, **dt)
+    """The channel attention named ``attn`` over ``channels`` (``None``/``"none"``: no module);
+    mirror of ``seres_torch.layers.create_attn``. ``se_layer`` is what ``"se"`` builds in the
+    caller's family; ``kwargs`` (``dtype``, ``param_dtype``) go to the class's constructor."""
     if attn in (None, "none"):
         return None
-    raise ValueError(f"unknown attention {attn!r}; expected one of {ATTENTIONS} or None")
+    if attn not in ATTENTION_LAYERS:
+        raise ValueError(f"unknown attention {attn!r}; expected one of {ATTENTIONS} or None")
+    layer = se_layer if attn == "se" else ATTENTION_LAYERS[attn]
+    return layer(channels, **kwargs)

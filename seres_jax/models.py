@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -29,14 +32,18 @@ class SEResNetTiny(nn.Module):
 
     def setup(self) -> None:
         dt = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        self.stem = [conv2d(self.in_ch, self.base, 3, padding=1, **dt), BatchNorm(**dt), nn.silu]
+        self.stem: list[Callable[..., Any]] = [
+            conv2d(self.in_ch, self.base, 3, padding=1, **dt),
+            BatchNorm(**dt),
+            nn.silu,
+        ]
         block = SEResBlockPreAct if self.preact else SEResBlockPostAct
         ch1, ch2, ch3 = self.base, self.base * 2, self.base * 4
         stage = dict(n_blocks=self.n, reduction=self.reduction, attn=self.attn, **dt)
         self.stage1 = make_stage(block, ch1, ch1, first_stride=1, **stage)
         self.stage2 = make_stage(block, ch1, ch2, first_stride=2, **stage)
         self.stage3 = make_stage(block, ch2, ch3, first_stride=2, **stage)
-        self.head = [BatchNorm(**dt), nn.silu, global_avg_pool]
+        self.head: list[Callable[..., Any]] = [BatchNorm(**dt), nn.silu, global_avg_pool]
         init = torch_uniform(ch3)
         self.fc = nn.Dense(self.num_classes, kernel_init=init, bias_init=init, **dt)
 

@@ -6,13 +6,16 @@ reproduces a named ``torch.optim`` optimizer, ``torch.optim.lr_scheduler`` sched
 PyTorch transfers unchanged. Schedules are optax schedules (step -> lr) evaluated at the
 optimizer-step count, i.e. they equal a torch scheduler that is stepped once after every
 ``optimizer.step()``.
+
+It also owns the mapping from a training recipe (any object with ``Recipe``'s fields, e.g.
+``seres_jax.train.TrainConfig``) to its schedule and optimizer: ``build`` gives both.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -21,8 +24,10 @@ import optax
 __all__ = [
     "OPTIMIZER_NAMES",
     "SCHEDULE_NAMES",
+    "Recipe",
     "WeightDecayMask",
     "adamw",
+    "build",
     "constant",
     "cross_entropy",
     "decay_kernels_only",
@@ -30,6 +35,8 @@ __all__ = [
     "make_schedule",
     "one_cycle",
     "one_cycle_momentum",
+    "recipe_optimizer",
+    "recipe_schedule",
     "sgd",
     "step_schedule",
     "warmup_cosine",
@@ -215,7 +222,7 @@ def constant(lr: float) -> optax.Schedule:
 
 
 class _MomentumState(NamedTuple):
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # shadows tuple.count, as in optax's states
     buffer: optax.Updates
 
 
@@ -295,7 +302,7 @@ def sgd(
 
 
 class _AdamState(NamedTuple):
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # shadows tuple.count, as in optax's states
     mu: optax.Updates
     nu: optax.Updates
 
@@ -309,6 +316,7 @@ def _bias_correction(decay: jax.typing.ArrayLike, count: jax.Array) -> jax.Array
     cancellation (``decay == 0`` gives ``log = -inf`` and correctly a correction of 1).
     A scheduled decay (an array) takes its ``log`` in float32, as it is computed.
     """
+    log_decay: float | jax.Array
     if isinstance(decay, float | int):
         log_decay = math.log(decay) if decay > 0.0 else -math.inf
     else:
@@ -432,6 +440,72 @@ def make_schedule(name: str, **kwargs: Any) -> optax.Schedule:
     if name not in _SCHEDULES:
         raise ValueError(f"unknown schedule {name!r}; valid names: {', '.join(SCHEDULE_NAMES)}")
     return _SCHEDULES[name](**kwargs)
+
+
+# ------------------------------------------------------------------------------ recipes
+
+
+class Recipe(Protocol):
+    """The fields of a training recipe that choose its optimizer and schedule."""
+
+    @property
+    def optimizer(self) -> str: ...
+    @property
+    def lr(self) -> float: ...
+    @property
+    def momentum(self) -> float: ...
+    @property
+    def nesterov(self) -> bool: ...
+    @property
+    def weight_decay(self) -> float: ...
+    @property
+    def decay_all(self) -> bool: ...  # True: biases and BatchNorm too (torch's default)
+    @property
+    def schedule(self) -> str: ...
+    @property
+    def warmup_epochs(self) -> float: ...
+
+
+def recipe_schedule(recipe: Recipe, total_steps: int, steps_per_epoch: int) -> optax.Schedule:
+    """The learning-rate schedule of ``recipe`` over ``total_steps`` optimizer steps."""
+    kwargs: dict[str, Any] = {
+        "cosine": {
+            "base_lr": recipe.lr,
+            "total_steps": total_steps,
+            "warmup_steps": min(int(recipe.warmup_epochs * steps_per_epoch), total_steps - 1),
+        },
+        "onecycle": {"max_lr": recipe.lr, "total_steps": total_steps},
+        "step": {"base_lr": recipe.lr, "step_size": max(total_steps // 3, 1)},
+        "constant": {"lr": recipe.lr},
+    }.get(recipe.schedule, {})
+    return make_schedule(recipe.schedule, **kwargs)
+
+
+def recipe_optimizer(
+    recipe: Recipe, schedule: optax.Schedule, total_steps: int
+) -> optax.GradientTransformation:
+    """The optimizer of ``recipe``, driven by ``schedule`` over ``total_steps``. With the
+    one-cycle schedule its momentum (AdamW's β1) cycles too, replacing ``momentum``, as
+    torch's ``OneCycleLR`` does by default (``cycle_momentum=True``)."""
+    mask = None if recipe.decay_all else decay_kernels_only
+    kwargs: dict[str, Any] = {"weight_decay": recipe.weight_decay, "weight_decay_mask": mask}
+    cycled = one_cycle_momentum(total_steps) if recipe.schedule == "onecycle" else None
+    if recipe.optimizer == "sgd":
+        momentum = recipe.momentum if cycled is None else cycled
+        nesterov = recipe.nesterov and (cycled is not None or recipe.momentum > 0)
+        kwargs.update(momentum=momentum, nesterov=nesterov)
+    elif cycled is not None:
+        kwargs["b1"] = cycled
+    return make_optimizer(recipe.optimizer, schedule, **kwargs)
+
+
+def build(
+    recipe: Recipe, total_steps: int, steps_per_epoch: int
+) -> tuple[optax.GradientTransformation, optax.Schedule]:
+    """``(optimizer, learning-rate schedule)`` of ``recipe`` for a run of ``total_steps``
+    optimizer steps, ``steps_per_epoch`` to an epoch."""
+    schedule = recipe_schedule(recipe, total_steps, steps_per_epoch)
+    return recipe_optimizer(recipe, schedule, total_steps), schedule
 
 
 # ------------------------------------------------------------------------------- loss

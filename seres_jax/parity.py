@@ -129,6 +129,12 @@ class _TorchRun:
     activations: list[tuple[str, str, np.ndarray]]
 
 
+def _grad(tensor: torch.Tensor) -> np.ndarray:
+    if tensor.grad is None:
+        raise ValueError("a tensor the output does not depend on has no gradient")
+    return tensor.grad.numpy().copy()
+
+
 def _torch_side(
     module: torch.nn.Module,
     x: np.ndarray,
@@ -163,8 +169,8 @@ def _torch_side(
     out.backward(torch.from_numpy(cotangent))
     return _TorchRun(
         out=out.detach().numpy().copy(),
-        grad_x=xt.grad.numpy().copy(),
-        grads={k: p.grad.numpy().copy() for k, p in module.named_parameters()},
+        grad_x=_grad(xt),
+        grads={k: _grad(p) for k, p in module.named_parameters()},
         buffers={k: b.numpy().copy() for k, b in module.named_buffers()},
         activations=activations,
     )
@@ -222,7 +228,7 @@ def compare_modules(
             variables = torch_to_flax(torch_module.state_dict())
         params = variables["params"]
         batch_stats = variables.get("batch_stats", {})
-        kwargs = {"train": train} if _takes_train(flax_module) else {}
+        kwargs: dict[str, Any] = {"train": train} if _takes_train(flax_module) else {}
 
         def forward(p: Any, stats: Any, xj: jax.Array) -> tuple[jax.Array, Any]:
             out, state = flax_module.apply(
@@ -287,11 +293,15 @@ def randomize_batchnorm(module: torch.nn.Module, seed: int = 0) -> torch.nn.Modu
         for m in module.modules():
             if isinstance(m, torch.nn.BatchNorm2d):
                 c = m.num_features
-                m.weight.copy_(0.5 + torch.rand(c, generator=gen))
-                m.bias.copy_(0.2 * torch.randn(c, generator=gen))
-                m.running_mean.copy_(0.2 * torch.randn(c, generator=gen))
-                m.running_var.copy_(0.5 + 1.5 * torch.rand(c, generator=gen))
-                m.num_batches_tracked.fill_(int(torch.randint(0, 1000, (), generator=gen)))
+                weight, bias = m.weight, m.bias
+                mean, var, count = m.running_mean, m.running_var, m.num_batches_tracked
+                if weight is None or bias is None or mean is None or var is None or count is None:
+                    continue  # affine=False or track_running_stats=False: nothing to set
+                weight.copy_(0.5 + torch.rand(c, generator=gen))
+                bias.copy_(0.2 * torch.randn(c, generator=gen))
+                mean.copy_(0.2 * torch.randn(c, generator=gen))
+                var.copy_(0.5 + 1.5 * torch.rand(c, generator=gen))
+                count.fill_(int(torch.randint(0, 1000, (), generator=gen)))
     return module
 
 

@@ -2,13 +2,19 @@
 
 An architecture string is a registered name, optionally followed by keyword overrides of the
 model's constructor arguments: ``seresnet_tiny``, ``seresnet_tiny_preact``,
-``seresnet_tiny:in_ch=1,base=16``. The same string builds the Flax model and its PyTorch twin
-(``seres_torch`` is imported only when the torch model is asked for).
+``seresnet_tiny:in_ch=1,base=16``. The same string builds the Flax model and its PyTorch twin.
+
+An entry names both classes by import path (``"seres_jax.resnet:SEResNet"``,
+``"seres_torch.resnet:SEResNet"``, as entry points do), resolved with importlib when used:
+``seres_torch`` is imported only when the torch model is asked for. A new architecture is a
+Flax class, its PyTorch twin (same constructor arguments and defaults) and one entry in
+``MODELS``; ``parity_tests/test_registry.py`` then tests it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import pkgutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -16,8 +22,7 @@ from typing import TYPE_CHECKING, Any
 import flax.linen as nn
 
 from .layers import ATTENTIONS
-from .models import SEResNetTiny
-from .resnet import BLOCKS, ZOO, SEResNet
+from .resnet import BLOCKS, ZOO
 
 if TYPE_CHECKING:
     import torch
@@ -35,13 +40,23 @@ class RegistryError(ValueError):
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A registered architecture: the Flax class, the PyTorch class name, fixed arguments."""
+    """A registered architecture: its Flax and PyTorch classes by import path
+    (``"module:Class"``), the arguments it fixes, and its image-channels argument."""
 
-    flax_cls: type[nn.Module]
-    torch_cls: str  # attribute path in seres_torch, e.g. "resnet.SEResNet"
+    flax_path: str
+    torch_path: str
     defaults: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""
-    in_channels_arg: str = "in_ch"  # the constructor argument for image channels
+    in_channels_arg: str = "in_ch"
+
+    @property
+    def flax_cls(self) -> type[nn.Module]:
+        return pkgutil.resolve_name(self.flax_path)
+
+    @property
+    def torch_cls(self) -> type[torch.nn.Module]:
+        """Imports torch: ask only when the PyTorch model is wanted."""
+        return pkgutil.resolve_name(self.torch_path)
 
     def arguments(self) -> dict[str, Any]:
         """Constructor arguments with their defaults (those the arch string may override)."""
@@ -52,15 +67,15 @@ class ModelSpec:
         }
 
 
+_TINY = ("seres_jax.models:SEResNetTiny", "seres_torch.models:SEResNetTiny")
+_ZOO = ("seres_jax.resnet:SEResNet", "seres_torch.resnet:SEResNet")
 MODELS: dict[str, ModelSpec] = {
-    "seresnet_tiny": ModelSpec(
-        SEResNetTiny, "SEResNetTiny", {}, "the notebook's CIFAR-sized SE-ResNet, post-activation"
-    ),
+    "seresnet_tiny": ModelSpec(*_TINY, {}, "the notebook's CIFAR-sized SE-ResNet, post-activation"),
     "seresnet_tiny_preact": ModelSpec(
-        SEResNetTiny, "SEResNetTiny", {"preact": True}, "the same with pre-activation blocks"
+        *_TINY, {"preact": True}, "the same with pre-activation blocks"
     ),
     **{
-        name: ModelSpec(SEResNet, "resnet.SEResNet", defaults, f"timm's {name}", "in_chans")
+        name: ModelSpec(*_ZOO, defaults, f"timm's {name}", "in_chans")
         for name, defaults in ZOO.items()
     },
 }
@@ -136,14 +151,8 @@ def build_flax(arch: str, dtype: Any = None, **overrides: Any) -> nn.Module:
 
 def build_torch(arch: str, **overrides: Any) -> torch.nn.Module:
     """The ``seres_torch`` twin of ``build_flax(arch, **overrides)``."""
-    import seres_torch
-    import seres_torch.resnet
-
     spec, arguments = model_config(arch, **overrides)
-    cls: Any = seres_torch
-    for part in spec.torch_cls.split("."):
-        cls = getattr(cls, part)
-    return cls(**arguments)
+    return spec.torch_cls(**arguments)
 
 
 def variables_template(arch: str, param_dtype: Any = None, **overrides: Any) -> Any:

@@ -4,6 +4,8 @@ Parameter names follow timm's keys through the converter's naming rule (``conv1`
 ``layer1_0/conv1``, ``layer1_0/se/fc1``, ``layer2_0/downsample_0``, ``fc``), so a timm
 ``state_dict`` converts strictly. NHWC, explicit symmetric padding, PyTorch BatchNorm semantics
 (``seres_jax.layers``); ``dtype=jnp.bfloat16`` with float32 parameters is the TPU setting.
+Convolutions are ``layers.conv2d`` with timm's initialisation; ``attn`` names any attention of
+``layers.create_attn`` (``"se"`` is timm's ``SEModule``).
 
 The one signature difference from PyTorch: a block there receives its ``downsample`` module,
 here it builds it (``self.downsample``, timm's keys) from ``project: bool`` and ``avg_down``.
@@ -12,13 +14,28 @@ here it builds it (``self.downsample``, timm's keys) from ``project: bool`` and 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from functools import partial
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from .layers import BatchNorm, Dtype, ECABlock, conv2d, global_avg_pool, torch_uniform
+from .layers import BatchNorm, Dtype, SEModule, conv2d, create_attn, make_divisible, torch_uniform
+
+# SEModule and make_divisible lived here before the attention vocabulary moved to layers.
+__all__ = [
+    "BLOCKS",
+    "ZOO",
+    "BasicBlock",
+    "Bottleneck",
+    "SEModule",
+    "SEResNet",
+    "avg_pool_ceil",
+    "create_model",
+    "make_divisible",
+    "max_pool_stem",
+]
 
 ZOO: dict[str, dict[str, Any]] = {
     "seresnet18": dict(block="basic", layers=(2, 2, 2, 2)),
@@ -35,26 +52,8 @@ ZOO: dict[str, dict[str, Any]] = {
     ),
 }  # fmt: skip
 
-# timm initialises convolutions He-normal over fan-out.
-_he_fan_out = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
-
-
-def make_divisible(value: float, divisor: int = 8) -> int:
-    """timm's ``make_divisible(v, divisor, round_limit=0.)``."""
-    return max(divisor, int(value + divisor / 2) // divisor * divisor)
-
-
-def _conv(cin: int, cout: int, k: int, stride: int = 1, groups: int = 1, **dt: Any) -> nn.Conv:
-    return nn.Conv(
-        cout,
-        (k, k),
-        strides=(stride, stride),
-        padding=((k // 2, k // 2),) * 2,
-        feature_group_count=groups,
-        use_bias=False,
-        kernel_init=_he_fan_out,
-        **dt,
-    )
+# timm's convolutions: PyTorch's geometry, He-normal over fan-out.
+_conv = partial(conv2d, kernel_init=nn.initializers.variance_scaling(2.0, "fan_out", "normal"))
 
 
 def avg_pool_ceil(x: jax.Array) -> jax.Array:
@@ -73,38 +72,8 @@ def max_pool_stem(x: jax.Array) -> jax.Array:
     return nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
 
 
-class SEModule(nn.Module):
-    """timm's ``SEModule`` (params ``fc1``, ``fc2``, 1×1 convolutions with bias)."""
-
-    channels: int
-    rd_ratio: float = 1 / 16
-    rd_divisor: int = 8
-    dtype: Dtype = None
-    param_dtype: Dtype = jnp.float32
-
-    def setup(self) -> None:
-        hidden = make_divisible(self.channels * self.rd_ratio, self.rd_divisor)
-        dt = dict(k=1, use_bias=True, dtype=self.dtype, param_dtype=self.param_dtype)
-        self.fc1 = conv2d(self.channels, hidden, **dt)
-        self.fc2 = conv2d(hidden, self.channels, **dt)
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        w = self.fc2(nn.relu(self.fc1(global_avg_pool(x))))
-        return x * nn.sigmoid(w).astype(x.dtype)
-
-
-def make_block_attention(attn: str | None, channels: int, **dt: Any) -> nn.Module | None:
-    """timm's ``create_attn``: ``"se"`` (``SEModule``), ``"eca"`` or ``None``."""
-    if attn == "se":
-        return SEModule(channels, **dt)
-    if attn == "eca":
-        return ECABlock(channels, **dt)
-    if attn in (None, "none"):
-        return None
-    raise ValueError(f"unknown attention {attn!r}; expected 'se', 'eca' or None")
-
-
 class _Block(nn.Module):
+    expansion: ClassVar[int] = 1
     inplanes: int
     planes: int
     stride: int = 1
@@ -119,7 +88,7 @@ class _Block(nn.Module):
 
     def _common(self, outplanes: int) -> None:
         dt = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        self.se = make_block_attention(self.attn, outplanes, **dt)
+        self.se = create_attn(self.attn, outplanes, **dt)
         if not self.project:
             self.downsample = None
         elif self.avg_down:
@@ -150,9 +119,9 @@ class BasicBlock(_Block):
 
     def setup(self) -> None:
         dt = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        self.conv1 = _conv(self.inplanes, self.planes, 3, self.stride, **dt)
+        self.conv1 = _conv(self.inplanes, self.planes, 3, self.stride, 1, **dt)
         self.bn1 = BatchNorm(**dt)
-        self.conv2 = _conv(self.planes, self.planes, 3, **dt)
+        self.conv2 = _conv(self.planes, self.planes, 3, padding=1, **dt)
         self.bn2 = self._last_bn()
         self._common(self.planes)
 
@@ -172,7 +141,7 @@ class Bottleneck(_Block):
         outplanes = self.planes * self.expansion
         self.conv1 = _conv(self.inplanes, width, 1, **dt)
         self.bn1 = BatchNorm(**dt)
-        self.conv2 = _conv(width, width, 3, self.stride, self.cardinality, **dt)
+        self.conv2 = _conv(width, width, 3, self.stride, 1, groups=self.cardinality, **dt)
         self.bn2 = BatchNorm(**dt)
         self.conv3 = _conv(width, outplanes, 1, **dt)
         self.bn3 = self._last_bn()
@@ -209,15 +178,17 @@ class SEResNet(nn.Module):
         dt = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         block_cls = BLOCKS[self.block]
         inplanes = self.stem_width * 2 if self.deep_stem else 64  # as timm: no stem_width
+        # A list of layers (deep stem) or one convolution, named as timm names them.
+        self.conv1: Any
         if self.deep_stem:
             w = self.stem_width
             self.conv1 = [
-                _conv(self.in_chans, w, 3, 2, **dt), BatchNorm(**dt), nn.relu,
-                _conv(w, w, 3, **dt), BatchNorm(**dt), nn.relu,
-                _conv(w, inplanes, 3, **dt),
+                _conv(self.in_chans, w, 3, 2, 1, **dt), BatchNorm(**dt), nn.relu,
+                _conv(w, w, 3, padding=1, **dt), BatchNorm(**dt), nn.relu,
+                _conv(w, inplanes, 3, padding=1, **dt),
             ]  # fmt: skip
         else:
-            self.conv1 = _conv(self.in_chans, inplanes, 7, 2, **dt)
+            self.conv1 = _conv(self.in_chans, inplanes, 7, 2, 3, **dt)
         self.bn1 = BatchNorm(**dt)
         stages = []
         for index, (planes, repeats) in enumerate(zip(self.channels, self.layers, strict=True)):

@@ -17,10 +17,19 @@
   slice of every global batch (``local_slice``).
 * **Mixed precision.** ``TrainConfig.precision="bf16"`` runs the model in bfloat16 with
   float32 parameters, statistics and optimizer state; the loss is computed in float32.
-* **Work directory.** ``checkpoints/`` and ``metrics.jsonl`` (one line per epoch, rewritten
-  atomically), and the command line's ``curves.png`` (``RUN_FILES``). A directory holding
-  them is a previous run: ``fit`` refuses it unless told to resume it or to overwrite it,
-  which deletes those files, and nothing else, first.
+* **Configuration.** ``TrainConfig`` is the whole run: model, dataset, recipe, precision,
+  seed, logging and checkpointing. ``seres_jax.optim.build`` turns its recipe into the
+  optimizer and schedule, ``seres_jax.data.DATASETS`` gives the dataset-derived defaults
+  (``run_arch``: input channels and classes; augmentation), and ``TrainConfig.steps`` is the
+  one place the run's length in steps is computed.
+* **Work directory.** ``config.json`` (the run described: the ``TrainConfig``, the resolved
+  architecture, the versions of seres, jax, flax and optax, the device count, the overrides
+  of resumes; written before the first step), ``checkpoints/`` and ``metrics.jsonl`` (one
+  line per epoch, rewritten atomically), and the command line's ``curves.png``
+  (``RUN_FILES``). A directory holding them is a previous run: ``fit`` refuses it unless
+  told to resume it or to overwrite it, which deletes those files, and nothing else, first.
+  A resume whose config differs from ``config.json`` outside ``RESUMABLE_CHANGES`` is
+  refused, every difference listed, unless ``override=True`` (recorded in the file).
 * **Checkpoints.** orbax, every ``checkpoint_every`` steps and at the end, the last ``keep``
   kept; orbax writes to a temporary directory and renames it, so a checkpoint is either
   complete or absent. Each holds the state and the running epoch's metric sums. A resumed
@@ -35,6 +44,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import json
@@ -56,35 +66,36 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from . import compiler
+from . import compiler, optim
 from .atomic import STAGING_MARK
-from .data import Dataset, iterate_batches, prefetch_to_device, random_crop_flip
+from .data import DATASETS, Dataset, iterate_batches, prefetch_to_device, random_crop_flip
 from .formats import atomic_path
-from .optim import (
-    OPTIMIZER_NAMES,
-    SCHEDULE_NAMES,
-    cross_entropy,
-    decay_kernels_only,
-    make_optimizer,
-    make_schedule,
-    one_cycle_momentum,
-)
+from .optim import OPTIMIZER_NAMES, SCHEDULE_NAMES, cross_entropy
 
 PRECISIONS = {"fp32": None, "bf16": jnp.bfloat16}
 DATA_AXIS = "data"
 CHECKPOINT_DIR, METRICS_FILE, CURVES_FILE = "checkpoints", "metrics.jsonl", "curves.png"
-RUN_FILES = (CHECKPOINT_DIR, METRICS_FILE, CURVES_FILE)  # what a run writes in its workdir
+CONFIG_FILE = "config.json"
+# What a run writes in its workdir.
+RUN_FILES = (CHECKPOINT_DIR, METRICS_FILE, CURVES_FILE, CONFIG_FILE)
+# The fields a resumed run may change without `override`: how long it runs, how often it logs
+# and saves, where the data lives. Everything else (epochs too: they shape the schedule) is
+# the recipe.
+RESUMABLE_CHANGES = frozenset({"max_steps", "log_every", "checkpoint_every", "keep", "data_dir"})
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "CHECKPOINT_DIR",
+    "CONFIG_FILE",
     "CURVES_FILE",
     "METRICS_FILE",
     "PRECISIONS",
+    "RESUMABLE_CHANGES",
     "RUN_FILES",
     "CompiledSteps",
     "DivergenceError",
+    "RunSteps",
     "TrainConfig",
     "TrainResult",
     "TrainState",
@@ -92,12 +103,15 @@ __all__ = [
     "compile_steps",
     "eval_step",
     "evaluate",
+    "evaluate_variables",
+    "find_run_config",
     "fit",
     "init_variables",
     "initialize_distributed",
     "local_slice",
     "make_mesh",
     "read_metrics",
+    "run_arch",
     "train_step",
 ]
 
@@ -169,7 +183,8 @@ def _smoothed_cross_entropy(
     # affine in the smoothing, so mixing its two ends gives the same loss for any traced value
     # (and, at 0, exactly the unsmoothed loss and gradient).
     plain = cross_entropy(logits, labels)
-    return (1 - label_smoothing) * plain + label_smoothing * cross_entropy(logits, labels, 1.0)
+    smoothing = jnp.asarray(label_smoothing)
+    return (1 - smoothing) * plain + smoothing * cross_entropy(logits, labels, 1.0)
 
 
 def train_step(
@@ -269,9 +284,30 @@ def compile_steps(mesh: Mesh) -> CompiledSteps:
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    """A training recipe. Defaults follow the usual SGD ResNet recipe on small images."""
+class RunSteps:
+    """How long a run is, in optimizer steps: ``per_epoch``, ``total`` (the schedule's span,
+    all epochs) and ``last`` (where it stops: ``total`` or ``max_steps``)."""
 
+    per_epoch: int
+    total: int
+    last: int
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """A whole training run: the model, the data, the recipe, the precision and the seed, and
+    how the run logs and saves. Defaults follow the usual SGD ResNet recipe on small images.
+
+    ``model`` is a ``seres_jax.registry`` architecture string; its input channels and classes
+    default to the dataset's (``run_arch``). ``None``: ``fit`` was handed a model without a
+    name, and a checkpoint of the run converts only with an explicit architecture.
+    ``dataset`` names a ``seres_jax.data.DATASETS`` entry (or the ``Dataset`` given to ``fit``);
+    ``augment=None`` follows the dataset's default.
+    """
+
+    model: str | None = None
+    dataset: str | None = None  # None: the name of the Dataset handed to ``fit``
+    data_dir: str | None = None
     epochs: int = 30
     batch_size: int = 128
     optimizer: str = "sgd"
@@ -283,7 +319,7 @@ class TrainConfig:
     schedule: str = "cosine"
     warmup_epochs: float = 1.0
     label_smoothing: float = 0.0
-    augment: bool = False
+    augment: bool | None = None
     precision: str = "fp32"
     seed: int = 0
     log_every: int = 20
@@ -331,34 +367,49 @@ class TrainConfig:
         if problems:
             raise TrainingError("; ".join(problems))
 
+    @property
+    def augments(self) -> bool:
+        """Whether the run augments: ``augment``, or else its dataset's default."""
+        if self.augment is not None:
+            return self.augment
+        spec = DATASETS.get(self.dataset or "")
+        return spec is not None and spec.augment
+
+    def steps(self, num_train: int) -> RunSteps:
+        """The run's length in steps over ``num_train`` training images (the one place it is
+        computed: ``fit`` and the command line's progress bar both use it)."""
+        per_epoch = num_train // max(self.batch_size, 1)
+        total = self.epochs * per_epoch
+        return RunSteps(per_epoch, total, min(total, self.max_steps or total))
+
     def make_schedule(self, total_steps: int, steps_per_epoch: int) -> optax.Schedule:
-        """The learning-rate schedule over ``total_steps`` optimizer steps."""
-        kwargs: dict[str, Any] = {
-            "cosine": {
-                "base_lr": self.lr,
-                "total_steps": total_steps,
-                "warmup_steps": min(int(self.warmup_epochs * steps_per_epoch), total_steps - 1),
-            },
-            "onecycle": {"max_lr": self.lr, "total_steps": total_steps},
-            "step": {"base_lr": self.lr, "step_size": max(total_steps // 3, 1)},
-            "constant": {"lr": self.lr},
-        }.get(self.schedule, {})
-        return make_schedule(self.schedule, **kwargs)
+        """The learning-rate schedule over ``total_steps`` (``seres_jax.optim`` builds it)."""
+        return optim.recipe_schedule(self, total_steps, steps_per_epoch)
 
     def make_tx(self, schedule: optax.Schedule, total_steps: int) -> optax.GradientTransformation:
-        """The optimizer, driven by ``schedule`` over ``total_steps``. With the one-cycle
-        schedule its momentum (AdamW's β1) cycles too, replacing ``momentum``, as torch's
-        ``OneCycleLR`` does by default (``cycle_momentum=True``)."""
-        mask = None if self.decay_all else decay_kernels_only
-        kwargs: dict[str, Any] = {"weight_decay": self.weight_decay, "weight_decay_mask": mask}
-        cycled = one_cycle_momentum(total_steps) if self.schedule == "onecycle" else None
-        if self.optimizer == "sgd":
-            momentum = self.momentum if cycled is None else cycled
-            nesterov = self.nesterov and (cycled is not None or self.momentum > 0)
-            kwargs.update(momentum=momentum, nesterov=nesterov)
-        elif cycled is not None:
-            kwargs["b1"] = cycled
-        return make_optimizer(self.optimizer, schedule, **kwargs)
+        """The optimizer driven by ``schedule`` (``seres_jax.optim`` builds it; with the
+        one-cycle schedule its momentum or β1 cycles too, as in torch's ``OneCycleLR``)."""
+        return optim.recipe_optimizer(self, schedule, total_steps)
+
+
+def run_arch(config: TrainConfig, channels: int, num_classes: int) -> str:
+    """``config.model`` with the input ``channels`` and ``num_classes`` of the data filled in,
+    e.g. ``"seresnet_tiny:in_ch=1,num_classes=10"``: the architecture the run trains. A model
+    that names other channels, or fewer classes than the data has, is a ``TrainingError``."""
+    from .registry import MODELS, parse_arch
+
+    if config.model is None:
+        raise TrainingError("the run names no model (TrainConfig.model is None)")
+    name, overrides = parse_arch(config.model)
+    channels_arg = MODELS[name].in_channels_arg
+    if overrides.get(channels_arg, channels) != channels:
+        raise TrainingError(f"--model has {channels_arg}={overrides[channels_arg]}, but "
+                            f"{config.dataset} images have {channels} channels")  # fmt: skip
+    if overrides.get("num_classes", num_classes) < num_classes:
+        raise TrainingError(f"--model has num_classes={overrides['num_classes']}, but "
+                            f"{config.dataset} has {num_classes} classes")  # fmt: skip
+    full = {channels_arg: channels, "num_classes": num_classes, **overrides}
+    return f"{name}:" + ",".join(f"{k}={v}" for k, v in full.items())
 
 
 @dataclass
@@ -461,6 +512,24 @@ def evaluate(
     return {"loss": float(summed["loss_sum"]) / count, "acc": float(summed["correct"]) / count}
 
 
+def evaluate_variables(
+    model: nn.Module,
+    variables: Any,
+    images: np.ndarray,
+    labels: np.ndarray,
+    batch_size: int,
+    mesh: Mesh | None = None,
+) -> dict[str, float]:
+    """``evaluate`` for weights outside a training state (e.g. a converted checkpoint)."""
+    steps = compile_steps(mesh or make_mesh())
+    if batch_size % steps.batch.mesh.size:
+        raise TrainingError(
+            f"batch size {batch_size} is not divisible by the {steps.batch.mesh.size} devices"
+        )
+    state = TrainState.create(model.apply, variables, optax.identity())
+    return evaluate(steps, jax.device_put(state, steps.replicated), images, labels, batch_size)
+
+
 # --------------------------------------------------------------------------- work directory
 
 
@@ -527,6 +596,112 @@ def _write_metrics(path: Path, records: list[dict[str, Any]]) -> None:
     if jax.process_index() == 0:
         with atomic_path(path, force=True) as tmp:
             tmp.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+
+
+_CONFIG_BYTES = 1 << 20  # a config.json is a few hundred bytes: refuse a hostile giant
+
+
+def _versions() -> dict[str, str]:
+    from importlib import metadata
+
+    def version(distribution: str) -> str:
+        try:
+            return metadata.version(distribution)
+        except metadata.PackageNotFoundError:
+            return "unknown"
+
+    return {name: version(name) for name in ("seres", "jax", "jaxlib", "flax", "optax")}
+
+
+def _read_run_config(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8") if path.stat().st_size <= _CONFIG_BYTES else ""
+        record = json.loads(text)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        record = None
+    # What it says feeds commands (eval, convert): each field must be one a run could have.
+    try:
+        stored = record["config"]
+        fields = {f.name for f in dataclasses.fields(TrainConfig)}
+        TrainConfig(**{k: v for k, v in stored.items() if k in fields}).validate(1)
+        if not isinstance(record.get("arch"), str | None):
+            raise TypeError
+    except (TypeError, KeyError, AttributeError, TrainingError):
+        raise TrainingError(f"{path}: not a run description of seres") from None
+    return record
+
+
+def find_run_config(path: str | os.PathLike[str]) -> tuple[Path, dict[str, Any]] | None:
+    """The ``config.json`` of the run that ``path`` belongs to (a work directory, its
+    ``checkpoints/`` or a step directory in it) and its contents; ``None`` if there is none.
+
+    The contents: ``config`` (the ``TrainConfig`` as a dict), ``arch`` (``run_arch``, or
+    ``None``), ``versions``, ``device_count``, and ``overrides`` (each ``{"step", "changes":
+    {field: [old, new]}}`` a resume with ``override=True`` made).
+    """
+    path = Path(path)
+    candidates = [path]
+    if path.name == CHECKPOINT_DIR:
+        candidates.append(path.parent)
+    elif path.parent.name == CHECKPOINT_DIR:
+        candidates.append(path.parent.parent)
+    for workdir in candidates:
+        if path.is_dir() and (workdir / CONFIG_FILE).is_file():
+            return workdir / CONFIG_FILE, _read_run_config(workdir / CONFIG_FILE)
+    return None
+
+
+def _recipe_changes(stored: dict[str, Any], config: TrainConfig) -> dict[str, list[Any]]:
+    """``{field: [stored, new]}`` for each field outside ``RESUMABLE_CHANGES`` that differs
+    (a field the stored file lacks, written by another seres, is not compared)."""
+    new = json.loads(json.dumps(dataclasses.asdict(config)))
+    return {
+        name: [stored[name], value]
+        for name, value in new.items()
+        if name not in RESUMABLE_CHANGES and name in stored and stored[name] != value
+    }
+
+
+def _check_resumable(workdir: Path, config: TrainConfig, override: bool) -> dict[str, list[Any]]:
+    """The recipe changes a resume of ``workdir`` makes; a ``TrainingError`` listing each of
+    them unless ``override``. Reads only."""
+    path = workdir / CONFIG_FILE
+    if not path.is_file():
+        if any((workdir / CHECKPOINT_DIR).glob("*")):
+            logger.warning(
+                "%s has no %s (a run of an earlier seres): resuming without checking that the "
+                "model, dataset and recipe are the same", workdir, CONFIG_FILE,
+            )  # fmt: skip
+        return {}
+    changes = _recipe_changes(_read_run_config(path)["config"], config)
+    if changes and not override:
+        listed = "; ".join(f"{name} {old!r} -> {new!r}" for name, (old, new) in changes.items())
+        raise TrainingError(
+            f"--resume: {path} differs from this command: {listed} (pass --override to resume "
+            "with these changes)"
+        )
+    return changes
+
+
+def _write_run_config(
+    workdir: Path, config: TrainConfig, arch: str | None, changes: dict[str, list[Any]], step: int
+) -> None:
+    """Describe the run in ``config.json``: this config, the software, the devices, and the
+    overrides of earlier resumes plus this one's ``changes`` (taking effect at ``step``)."""
+    path = workdir / CONFIG_FILE
+    overrides = _read_run_config(path).get("overrides", []) if path.is_file() else []
+    if changes:
+        overrides = [*overrides, {"step": step, "changes": changes}]
+    record = {
+        "config": dataclasses.asdict(config),
+        "arch": arch,
+        "versions": _versions(),
+        "device_count": jax.device_count(),
+        "overrides": overrides,
+    }
+    if jax.process_index() == 0:
+        with atomic_path(path, force=True) as tmp:
+            tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
 
 
 # --------------------------------------------------------------------------- checkpoints
@@ -746,6 +921,7 @@ def fit(
     workdir: str | os.PathLike[str] | None = None,
     resume: bool = False,
     overwrite: bool = False,
+    override: bool = False,
     mesh: Mesh | None = None,
     on_log: Callable[[dict[str, Any]], None] | None = None,
 ) -> TrainResult:
@@ -756,7 +932,10 @@ def fit(
     epoch to ``workdir/metrics.jsonl``. A ``workdir`` holding a previous run is refused unless
     ``resume=True`` (continue from its newest readable checkpoint, or from scratch if it has
     none, and redo the metrics lines written after that checkpoint) or ``overwrite=True``
-    (delete the previous run's ``RUN_FILES``, and nothing else, and start afresh).
+    (delete the previous run's ``RUN_FILES``, and nothing else, and start afresh). The run is
+    described in ``workdir/config.json`` before its first step (see ``find_run_config``); a
+    resume whose ``config`` differs from it outside ``RESUMABLE_CHANGES`` is refused, listing
+    every difference, unless ``override=True``, which records the changes there.
     ``on_log`` receives a record every ``log_every`` steps and at each epoch's end; warnings
     (an unreadable checkpoint skipped, a resume from scratch) go to this module's logger.
     Everything is validated before anything is written. A non-finite loss or non-finite
@@ -764,6 +943,13 @@ def fit(
     """
     mesh = mesh or make_mesh()
     config.validate(mesh.size)
+    if config.dataset not in (None, dataset.name):
+        raise TrainingError(f"the config names dataset {config.dataset!r}, not {dataset.name!r}")
+    # Resolved, so that config.json says what ran.
+    config = dataclasses.replace(config, dataset=dataset.name)
+    config = dataclasses.replace(config, augment=config.augments)
+    channels, classes = dataset.image_shape[-1], dataset.num_classes
+    arch = run_arch(config, channels, classes) if config.model is not None else None
     if dataset.train_images.shape[0] < config.batch_size:
         raise TrainingError(
             f"batch size {config.batch_size} exceeds the {dataset.train_images.shape[0]} "
@@ -774,10 +960,11 @@ def fit(
     if workdir is not None:
         workdir = Path(workdir)
         _check_workdir(workdir, resume=resume, overwrite=overwrite)
-    records = read_metrics(workdir) if resume else []  # metrics.jsonl, earlier runs included
-    steps_per_epoch = dataset.train_images.shape[0] // config.batch_size
-    total_steps = config.epochs * steps_per_epoch
-    last_step = min(total_steps, config.max_steps or total_steps)
+    changes = _check_resumable(workdir, config, override) if workdir and resume else {}
+    # metrics.jsonl, earlier runs included
+    records = read_metrics(workdir) if resume and workdir is not None else []
+    run = config.steps(dataset.train_images.shape[0])
+    steps_per_epoch, last_step = run.per_epoch, run.last
 
     model = model.clone(dtype=PRECISIONS[config.precision])
     if variables is None:
@@ -785,8 +972,7 @@ def fit(
     else:
         # The state is donated to every step: never hand the caller's buffers to it.
         variables = jax.tree.map(lambda a: jnp.array(a, copy=True), variables)
-    schedule = config.make_schedule(total_steps, steps_per_epoch)
-    tx = config.make_tx(schedule, total_steps)
+    tx, schedule = optim.build(config, run.total, run.per_epoch)
     steps = compile_steps(mesh)
     state = jax.device_put(TrainState.create(model.apply, variables, tx), steps.replicated)
     smoothing = jax.device_put(np.float32(config.label_smoothing), steps.replicated)
@@ -799,7 +985,7 @@ def fit(
         workdir.mkdir(parents=True, exist_ok=True)
         checkpoints = _Checkpoints(workdir / CHECKPOINT_DIR, config.keep)
     history: list[dict[str, Any]] = []
-    augment = random_crop_flip if config.augment else None
+    augment = random_crop_flip if config.augments else None
     start_time = time.perf_counter()
     try:
         if checkpoints is not None and resume:
@@ -817,10 +1003,12 @@ def fit(
                     resumed_at, checkpoints.directory, resumed_at // steps_per_epoch + 1,
                     resumed_at,
                 )  # fmt: skip
-            if any(r["step"] > resumed_at for r in records):
+            if workdir is not None and any(r["step"] > resumed_at for r in records):
                 records = [r for r in records if r["step"] <= resumed_at]
                 _write_metrics(workdir / METRICS_FILE, records)
         step = int(jax.device_get(state.step))
+        if workdir is not None:
+            _write_run_config(workdir, config, arch, changes, step)
         while step < last_step:
             epoch, skip = divmod(step, steps_per_epoch)
             epoch_end = min((epoch + 1) * steps_per_epoch, last_step)
@@ -876,7 +1064,7 @@ def fit(
                         tally.epoch = np.zeros(3)
                     if on_log:
                         on_log(record)
-                if save:
+                if save and checkpoints is not None:
                     checkpoints.save(state, tally.epoch)
     finally:
         if checkpoints:

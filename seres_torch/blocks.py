@@ -2,20 +2,22 @@
 
 SE is applied at the end of the residual branch, just before the skip is added; the skip is the
 identity, or a strided 1×1 projection whenever the stride or the channel count changes.
-``attn`` swaps the channel attention (``"se"``, the default, ``"eca"`` or ``None``); it is
-kept under the attribute ``se`` whatever it is, as timm does.
+``attn`` swaps the channel attention (any name of ``layers.create_attn``; ``"se"``, the default,
+is the notebook's ``SEBlock`` with ``reduction``); it is kept under the attribute ``se`` whatever
+it is, as timm does.
 Attribute names are the notebook's and fix the ``state_dict`` keys.
 """
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import ConvBNAct, make_attention
+from .layers import ConvBNAct, SEBlock, create_attn
 
 
 def _needs_projection(cin: int, cout: int, stride: int) -> bool:
@@ -38,7 +40,7 @@ class SEResBlockPostAct(nn.Module):
             nn.Conv2d(cout, cout, 3, padding=1, bias=False),
             nn.BatchNorm2d(cout),
         )
-        self.se = make_attention(attn, cout, reduction)
+        self.se = create_attn(attn, cout, se_layer=partial(SEBlock, reduction=reduction))
         self.proj = None
         if _needs_projection(cin, cout, stride):
             self.proj = nn.Sequential(
@@ -70,7 +72,7 @@ class SEResBlockPreAct(nn.Module):
         self.conv1 = nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(cout)
         self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=False)
-        self.se = make_attention(attn, cout, reduction)
+        self.se = create_attn(attn, cout, se_layer=partial(SEBlock, reduction=reduction))
         self.proj = None
         if _needs_projection(cin, cout, stride):
             self.proj = nn.Conv2d(cin, cout, 1, stride=stride, bias=False)

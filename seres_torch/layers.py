@@ -1,20 +1,26 @@
-"""PyTorch layers of the reference design: channel attention (SE, ECA) and conv → BN → act.
+"""PyTorch layers of both families: the attention vocabulary (``SEBlock``, ``SEModule``,
+``ECABlock``, ``create_attn``), ``ConvBNAct`` and the sizing rules they share.
 
-These are the notebook's definitions (``../shared/seed/se_residual_notebook.txt``) with PEP 8 names.
-Attribute names and registration order are part of the checkpoint format: they fix the
-``state_dict`` keys (``fc.0.weight``, ``conv.weight``, ``bn.running_mean``, ...), so a checkpoint
-saved from the notebook's classes loads here with ``strict=True``. Do not rename or reorder them.
+The notebook's definitions (``../shared/seed/se_residual_notebook.txt``) with PEP 8 names, and
+timm's ``SEModule`` / ``EcaModule``. Attribute names and registration order are part of the
+checkpoint format: they fix the ``state_dict`` keys (``fc.0.weight``, ``fc1.weight``,
+``conv.weight``, ``bn.running_mean``, ...), so a checkpoint saved from the notebook's or timm's
+classes loads here with ``strict=True``. Do not rename or reorder them.
+
+A new channel attention is one class here (constructor ``(channels, ...)``), its Flax twin in
+``seres_jax.layers`` and one entry in each ``ATTENTION_LAYERS``; every block of both families
+can then use it by name.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import nn
 
 ACTIVATIONS = ("silu", "relu")
-ATTENTIONS = ("se", "eca", "none")
 
 
 def count_params(module: nn.Module) -> int:
@@ -51,6 +57,27 @@ class SEBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.fc(self.pool(x))
+
+
+def make_divisible(value: float, divisor: int = 8) -> int:
+    """timm's ``make_divisible(v, divisor, round_limit=0.)``: nearest multiple, at least one."""
+    return max(divisor, int(value + divisor / 2) // divisor * divisor)
+
+
+class SEModule(nn.Module):
+    """timm's ``SEModule``: mean → 1×1 conv (``fc1``) → ReLU → 1×1 conv (``fc2``) → sigmoid;
+    the squeeze width is ``make_divisible(channels / 16, 8)``."""
+
+    def __init__(self, channels: int, rd_ratio: float = 1 / 16, rd_divisor: int = 8) -> None:
+        super().__init__()
+        hidden = make_divisible(channels * rd_ratio, rd_divisor)
+        self.fc1 = nn.Conv2d(channels, hidden, 1, bias=True)
+        self.act = nn.ReLU(inplace=True)
+        self.fc2 = nn.Conv2d(hidden, channels, 1, bias=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.fc2(self.act(self.fc1(x.mean((2, 3), keepdim=True))))
+        return x * torch.sigmoid(w)
 
 
 class ConvBNAct(nn.Module):
@@ -91,12 +118,27 @@ class ECABlock(nn.Module):
         return x * torch.sigmoid(w).view(x.shape[0], -1, 1, 1)
 
 
-def make_attention(attn: str | None, channels: int, reduction: int = 16) -> nn.Module | None:
-    """The channel attention named ``attn`` (``"se"``, ``"eca"``, ``None``/``"none"``)."""
-    if attn == "se":
-        return SEBlock(channels, reduction=reduction)
-    if attn == "eca":
-        return ECABlock(channels)
+# timm's ``create_attn`` vocabulary: attention name -> class built as ``cls(channels)``.
+ATTENTION_LAYERS: dict[str, type[nn.Module]] = {"se": SEModule, "eca": ECABlock}
+ATTENTIONS = (*ATTENTION_LAYERS, "none")
+
+
+def create_attn(
+    attn: str | None,
+    channels: int,
+    *,
+    se_layer: Callable[..., nn.Module] = SEModule,
+    **kwargs: object,
+) -> nn.Module | None:
+    """The channel attention named ``attn`` over ``channels`` (``None``/``"none"``: no module).
+
+    ``se_layer`` is what ``"se"`` builds in the caller's family: timm's ``SEModule`` by
+    default, ``partial(SEBlock, reduction=r)`` in the notebook's blocks. ``kwargs`` go to the
+    class's constructor.
+    """
     if attn in (None, "none"):
         return None
-    raise ValueError(f"unknown attention {attn!r}; expected one of {ATTENTIONS} or None")
+    if attn not in ATTENTION_LAYERS:
+        raise ValueError(f"unknown attention {attn!r}; expected one of {ATTENTIONS} or None")
+    layer = se_layer if attn == "se" else ATTENTION_LAYERS[attn]
+    return layer(channels, **kwargs)

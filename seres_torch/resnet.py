@@ -5,7 +5,8 @@
 average-pool downsampling), with timm's key names (``conv1``, ``bn1``, ``layerN.i.conv1``,
 ``layerN.i.se.fc1``/``fc2``, ``layerN.i.downsample.0``/``.1``, ``fc``), shapes, parameter counts
 and function: stem 7×7/2 (or the deep 3×3 stem) and a 3×3/2 max-pool with padding 1, SE after
-the block's last BatchNorm and before the residual add. Not timm's ``legacy_seresnet*``, which
+the block's last BatchNorm and before the residual add (``attn`` names any attention of
+``layers.create_attn``; ``"se"`` is timm's ``SEModule``). Not timm's ``legacy_seresnet*``, which
 put the stride on the first 1×1 convolution and use a ceil-mode max-pool without padding.
 """
 
@@ -16,39 +17,19 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .layers import ECABlock
+from .layers import SEModule, create_attn, make_divisible
 
-
-def make_divisible(value: float, divisor: int = 8) -> int:
-    """timm's ``make_divisible(v, divisor, round_limit=0.)``: nearest multiple, at least one."""
-    return max(divisor, int(value + divisor / 2) // divisor * divisor)
-
-
-class SEModule(nn.Module):
-    """timm's ``SEModule``: mean → 1×1 conv (``fc1``) → ReLU → 1×1 conv (``fc2``) → sigmoid;
-    the squeeze width is ``make_divisible(channels / 16, 8)``."""
-
-    def __init__(self, channels: int, rd_ratio: float = 1 / 16, rd_divisor: int = 8) -> None:
-        super().__init__()
-        hidden = make_divisible(channels * rd_ratio, rd_divisor)
-        self.fc1 = nn.Conv2d(channels, hidden, 1, bias=True)
-        self.act = nn.ReLU(inplace=True)
-        self.fc2 = nn.Conv2d(hidden, channels, 1, bias=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = self.fc2(self.act(self.fc1(x.mean((2, 3), keepdim=True))))
-        return x * torch.sigmoid(w)
-
-
-def make_block_attention(attn: str | None, channels: int) -> nn.Module | None:
-    """timm's ``create_attn``: ``"se"`` (``SEModule``), ``"eca"`` or ``None``."""
-    if attn == "se":
-        return SEModule(channels)
-    if attn == "eca":
-        return ECABlock(channels)
-    if attn in (None, "none"):
-        return None
-    raise ValueError(f"unknown attention {attn!r}; expected 'se', 'eca' or None")
+# SEModule and make_divisible lived here before the attention vocabulary moved to layers.
+__all__ = [
+    "BLOCKS",
+    "ZOO",
+    "BasicBlock",
+    "Bottleneck",
+    "SEModule",
+    "SEResNet",
+    "create_model",
+    "make_divisible",
+]
 
 
 def _downsample(cin: int, cout: int, stride: int, avg_down: bool) -> nn.Sequential:
@@ -62,7 +43,9 @@ def _downsample(cin: int, cout: int, stride: int, avg_down: bool) -> nn.Sequenti
     return nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout))
 
 
-def _attend_and_add(block: nn.Module, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+def _attend_and_add(
+    block: BasicBlock | Bottleneck, y: torch.Tensor, x: torch.Tensor
+) -> torch.Tensor:
     """A residual branch's end: attention (if any), then the shortcut (projected if needed)."""
     if block.se is not None:
         y = block.se(y)
@@ -92,7 +75,7 @@ class BasicBlock(nn.Module):
         self.act1 = nn.ReLU(inplace=True)
         self.conv2 = nn.Conv2d(planes, planes, 3, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(planes)
-        self.se = make_block_attention(attn, planes)
+        self.se = create_attn(attn, planes)
         self.act2 = nn.ReLU(inplace=True)
         self.downsample = downsample
 
@@ -132,7 +115,7 @@ class Bottleneck(nn.Module):
         self.act2 = nn.ReLU(inplace=True)
         self.conv3 = nn.Conv2d(width, outplanes, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(outplanes)
-        self.se = make_block_attention(attn, outplanes)
+        self.se = create_attn(attn, outplanes)
         self.act3 = nn.ReLU(inplace=True)
         self.downsample = downsample
 
@@ -188,6 +171,7 @@ class SEResNet(nn.Module):
         self.bn1 = nn.BatchNorm2d(inplanes)
         self.act1 = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+        stages = []
         for index, (planes, repeats) in enumerate(zip(channels, layers, strict=True)):
             stride = 1 if index == 0 else 2
             outplanes = planes * block_cls.expansion
@@ -208,7 +192,8 @@ class SEResNet(nn.Module):
                     )
                 )
                 inplanes = outplanes
-            self.add_module(f"layer{index + 1}", nn.Sequential(*blocks))
+            stages.append(nn.Sequential(*blocks))
+        self.layer1, self.layer2, self.layer3, self.layer4 = stages
         self.fc = nn.Linear(inplanes, num_classes)
         self._init_weights(zero_init_last)
 

@@ -1,0 +1,36 @@
+"""seres_bench: the benchmark behind ``benchmarks/bench.py`` — the Flax SE-ResNets under
+``jax.jit`` against the PyTorch twins (eager and ``torch.compile``), JAX's first step with a
+cold and a warm persistent compilation cache, and the weight converter against a plain copy.
+
+The package owns the measurement protocol and its report, nothing else: the models, the train
+step and the optimizers come from ``seres_jax`` / ``seres_torch`` unchanged.
+
+* **What is timed.** Per configuration and implementation: training-step throughput (forward,
+  loss, backward, SGD update), inference throughput (eval mode), the first call of each (the
+  compilation included), and peak memory. The data is fixed synthetic data already on the
+  device, so the input pipeline is not measured.
+* **Protocol.** First call, timed alone; ``--warmup`` untimed steps; then ``--repeats``
+  repetitions of ``--steps`` steps, synchronised (``jax.block_until_ready``,
+  ``torch.cuda.synchronize``) only at the end of each repetition; the median repetition gives
+  the throughput.
+* **Isolation.** The parent process imports neither JAX nor torch. Every (configuration,
+  implementation) runs in a fresh child process (``bench.py`` with the hidden ``--worker``
+  flag, answering with one JSON line), so peak RSS and first-call times are not polluted by
+  another measurement, and compilation caches start cold (a fresh torch inductor/Triton cache
+  directory per child; the JAX persistent cache is unset except in the cache measurement).
+
+One module per job:
+
+| module | job |
+| --- | --- |
+| ``configs`` | what is measured: configurations, implementations, the training recipe |
+| ``measure`` | timing (first call, repetitions, medians), peak memory, the synthetic batch |
+| ``jax_runner`` | the JAX training and inference steps |
+| ``torch_runner`` | the PyTorch steps, eager or under ``torch.compile`` |
+| ``compile_cache`` | JAX's first step with a cold and a warm persistent compilation cache |
+| ``converter`` | the weight converter against a plain copy |
+| ``machine`` | the host and the library versions |
+| ``worker`` | the child processes: both ends of the one-JSON-line protocol |
+| ``report`` | the results' entries, ratios and the Markdown report |
+| ``cli`` | the command line and the run of every measurement |
+"""

@@ -1,0 +1,79 @@
+"""The JAX implementation: the Flax model's training step (``seres_jax.train.train_step`` with
+``seres_jax.optim.sgd``, state donated) and eval-mode forward, compiled as seres compiles its own
+steps (``seres_jax.compiler.jit``)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from .configs import LR, MOMENTUM, NESTEROV, WEIGHT_DECAY
+from .measure import MIB, Runners, synthetic_batch
+
+
+def jax_runners(spec: dict[str, Any]) -> Runners:
+    import jax
+    import jax.numpy as jnp
+
+    from seres_jax import compiler, optim
+    from seres_jax.registry import build_flax, model_config
+    from seres_jax.train import TrainState, init_variables, train_step
+
+    device = jax.devices(spec["device"])[0]
+    dtype = jnp.bfloat16 if spec["bf16"] else None  # bf16 compute, float32 params and stats
+    model = build_flax(spec["arch"], dtype=dtype)
+    arch_spec, arguments = model_config(spec["arch"])
+    in_ch = arguments[arch_spec.in_channels_arg]
+    images, labels = synthetic_batch(spec, in_ch, arguments["num_classes"])
+    with jax.default_device(device):
+        size = spec["image_size"]
+        variables = init_variables(model, (size, size, in_ch), spec["seed"])
+        variables = jax.device_put(variables, device)
+        tx = optim.sgd(LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY, nesterov=NESTEROV)
+        state = TrainState.create(model.apply, variables, tx)
+    del variables  # the state holds them; nothing else may keep donated buffers alive
+    x, y = jax.device_put(images, device), jax.device_put(labels, device)
+    params = sum(int(p.size) for p in jax.tree.leaves(state.params))
+
+    # The state is donated: XLA updates parameters and optimizer state in place. Compiled as
+    # seres compiles its own steps (seres_jax.compiler: XLA options on the CPU).
+    platform = device.platform
+    train_fn = compiler.jit(train_step, platform=platform, donate_argnums=0)
+    infer_fn = compiler.jit(
+        lambda v, images: model.apply(v, images, train=False), platform=platform
+    )
+
+    def train(n: int) -> None:
+        nonlocal state
+        metrics = None
+        for _ in range(n):
+            state, metrics = train_fn(state, x, y)
+        jax.block_until_ready((state, metrics))
+
+    def infer(n: int) -> None:
+        # Keep every output and wait for all of them: the calls are independent, so waiting
+        # for the last alone would not prove the others finished.
+        variables = state.variables
+        jax.block_until_ready([infer_fn(variables, x) for _ in range(n)])
+
+    def device_peak_mib() -> float | None:
+        try:
+            stats = device.memory_stats()  # None on the CPU backend
+        except Exception:
+            return None
+        if not stats or "peak_bytes_in_use" not in stats:
+            return None
+        return stats["peak_bytes_in_use"] / MIB
+
+    info = {
+        "device": str(device),
+        "device_kind": device.device_kind,
+        "backend": jax.default_backend(),
+        "device_count": jax.device_count(),
+        "jax_default_matmul_precision": jax.config.jax_default_matmul_precision,
+        "jax_enable_x64": bool(jax.config.jax_enable_x64),
+        "XLA_FLAGS": os.environ.get("XLA_FLAGS", ""),
+        "compiler_options": compiler.compiler_options(platform),
+        "XLA_PYTHON_CLIENT_PREALLOCATE": os.environ.get("XLA_PYTHON_CLIENT_PREALLOCATE", ""),
+    }
+    return Runners(train, infer, device_peak_mib, params, "bf16" if dtype else "fp32", info)

@@ -1,0 +1,253 @@
+"""Runs that describe themselves: ``config.json`` in the work directory, resumes checked against
+it (``--override`` recorded), ``seres convert`` and ``seres eval`` reading the architecture from
+it, and the persistent compilation cache of the commands.
+
+A tiny network on the digits (batch 256: 5 steps per epoch) keeps each run to a few steps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import jax
+import pytest
+
+import seres_jax.train as train
+from seres_cli.main import main
+
+ARCH = "seresnet_tiny:base=4,n=1,reduction=4"
+FULL_ARCH = "seresnet_tiny:in_ch=1,num_classes=10,base=4,n=1,reduction=4"
+
+
+def _train(workdir: Path, *extra: str) -> int:
+    return main([
+        "train", "--model", ARCH, "--batch-size", "256", "--epochs", "1", "--no-progress",
+        "--workdir", str(workdir), *extra,
+    ])  # fmt: skip
+
+
+def _one_error_line(capsys, code: int) -> str:
+    err = capsys.readouterr().err
+    assert code == 2, err
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("seres: error: "), err
+    return lines[0]
+
+
+def _snapshot(directory: Path) -> dict[str, bytes | None]:
+    return {
+        str(p.relative_to(directory)): p.read_bytes() if p.is_file() else None
+        for p in sorted(directory.rglob("*"))
+    }
+
+
+def _config(workdir: Path) -> dict:
+    return json.loads((workdir / "config.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def base_run(tmp_path_factory) -> Path:
+    """Two steps of a run, checkpoint at step 2; tests copy it."""
+    workdir = tmp_path_factory.mktemp("base") / "run"
+    assert _train(workdir, "--max-steps", "2") == 0
+    return workdir
+
+
+@pytest.fixture
+def run(base_run, tmp_path) -> Path:
+    shutil.copytree(base_run, tmp_path / "run")
+    return tmp_path / "run"
+
+
+def test_the_run_length_and_augmentation_come_from_the_config_and_the_dataset():
+    config = train.TrainConfig(batch_size=256, epochs=3, max_steps=7)
+    assert config.steps(1438) == train.RunSteps(per_epoch=5, total=15, last=7)
+    assert dataclasses.replace(config, max_steps=None).steps(1438).last == 15
+    assert (config.augments, train.TrainConfig(dataset="cifar10").augments) == (False, True)
+    assert not train.TrainConfig(dataset="cifar10", augment=False).augments
+
+
+def test_config_json_is_written_before_the_first_step(tmp_path, monkeypatch):
+    workdir, seen = tmp_path / "run", []
+    compile_steps = train.compile_steps
+
+    def spying(mesh):
+        steps = compile_steps(mesh)
+
+        def step(*args):
+            seen.append((workdir / "config.json").is_file())
+            return steps.train(*args)
+
+        return dataclasses.replace(steps, train=step)
+
+    monkeypatch.setattr(train, "compile_steps", spying)
+    assert _train(workdir, "--max-steps", "1") == 0
+    assert seen == [True]
+    record = _config(workdir)
+    assert record["config"] == {
+        **dataclasses.asdict(train.TrainConfig()),
+        "model": ARCH, "dataset": "digits", "epochs": 1, "batch_size": 256, "augment": False,
+        "max_steps": 1,
+    }  # fmt: skip
+    assert record["arch"] == FULL_ARCH
+    assert set(record["versions"]) == {"seres", "jax", "jaxlib", "flax", "optax"}
+    assert record["versions"]["jax"] == jax.__version__
+    assert record["device_count"] == jax.device_count()
+    assert record["overrides"] == []
+
+
+def test_resume_with_another_model_and_lr_lists_each_difference_and_writes_nothing(run, capsys):
+    before = _snapshot(run)
+    other = "seresnet_tiny:base=8,n=1,reduction=4"
+    code = _train(run, "--model", other, "--lr", "0.2", "--max-steps", "3", "--resume")
+    assert _one_error_line(capsys, code) == (
+        f"seres: error: --resume: {run / 'config.json'} differs from this command: "
+        f"model '{ARCH}' -> '{other}'; lr 0.1 -> 0.2 (pass --override to resume with these "
+        "changes)"
+    )
+    assert _snapshot(run) == before
+    code = _train(run, "--epochs", "2", "--resume")  # epochs shape the schedule: the recipe
+    assert _one_error_line(capsys, code).endswith(": epochs 1 -> 2 (pass --override to resume "
+                                                  "with these changes)")  # fmt: skip
+    assert _snapshot(run) == before
+
+
+def test_override_is_recorded_and_a_longer_run_needs_none(run, capsys):
+    assert _train(run, "--max-steps", "3", "--log-every", "1", "--resume") == 0
+    assert _config(run)["overrides"] == []
+    assert _config(run)["config"]["max_steps"] == 3
+    assert _train(run, "--max-steps", "4", "--lr", "0.2", "--override", "--resume") == 0
+    record = _config(run)
+    assert record["config"]["lr"] == 0.2
+    assert record["overrides"] == [{"step": 3, "changes": {"lr": [0.1, 0.2]}}]
+    capsys.readouterr()
+    assert _one_error_line(capsys, _train(run, "--override")) == (
+        "seres: error: --override goes with --resume"
+    )
+
+
+def test_a_workdir_without_config_json_resumes_with_a_warning(run, capsys):
+    (run / "config.json").unlink()
+    capsys.readouterr()
+    # The lr of the test above: its compiled step is in the session's compilation cache.
+    assert _train(run, "--max-steps", "3", "--lr", "0.2", "--resume") == 0
+    assert capsys.readouterr().err == (
+        f"seres: warning: {run} has no config.json (a run of an earlier seres): resuming "
+        "without checking that the model, dataset and recipe are the same\n"
+    )
+    assert _config(run)["config"]["lr"] == 0.2
+
+
+@pytest.mark.parametrize(
+    "text", ['{"config": ', "[]", '{"config": {"lr": "0.1"}}', '{"config": {}, "arch": 3}']
+)
+def test_a_damaged_config_json_is_one_error_line(run, text, tmp_path, capsys):
+    (run / "config.json").write_text(text)
+    before = _snapshot(run)
+    capsys.readouterr()
+    message = f"seres: error: {run / 'config.json'}: not a run description of seres"
+    assert _one_error_line(capsys, _train(run, "--resume")) == message
+    assert _one_error_line(capsys, main(["eval", str(run)])) == message
+    out = tmp_path / "out.safetensors"
+    assert _one_error_line(capsys, main(["convert", str(run / "checkpoints"), str(out)])) == message
+    assert _snapshot(run) == before and not out.exists()
+
+
+def test_convert_reads_the_architecture_from_config_json_and_is_strict(run, tmp_path, capsys):
+    capsys.readouterr()
+    out = tmp_path / "model.safetensors"
+    assert main(["convert", str(run / "checkpoints"), str(out)]) == 0
+    assert capsys.readouterr().out == (
+        f"{run / 'checkpoints'} (orbax) -> {out} (safetensors): 73 tensors, checked against "
+        f"{FULL_ARCH} (from {run / 'config.json'})\n"
+    )
+    step = tmp_path / "step.safetensors"
+    assert main(["convert", str(run / "checkpoints" / "2"), str(step)]) == 0
+    assert step.read_bytes() == out.read_bytes()
+
+    record = _config(run)
+    record["arch"] = FULL_ARCH.replace("base=4", "base=8")
+    (run / "config.json").write_text(json.dumps(record))
+    other = tmp_path / "other.safetensors"
+    code = main(["convert", str(run / "checkpoints"), str(other)])
+    err = capsys.readouterr().err.splitlines()
+    assert code == 2
+    assert err[0] == (
+        f"seres: error: checking {run / 'checkpoints'} against {record['arch']} (from "
+        f"{run / 'config.json'}) failed with 60 problem(s):"
+    )
+    assert "  - shape mismatch: params/fc/kernel is (16, 10), model expects (32, 10)" in err
+    assert not other.exists()
+
+
+def test_eval_of_a_workdir_and_of_an_exported_file(run, tmp_path, capsys):
+    val = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    capsys.readouterr()
+    assert main(["eval", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert out == (
+        f"{run}: {FULL_ARCH} on the digits test split (359 images): loss "
+        f"{val['val_loss']:.4f}, accuracy {val['val_acc']:.4f}\n"
+    )
+    exported = tmp_path / "model.safetensors"
+    assert main(["convert", str(run / "checkpoints"), str(exported)]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(exported), "--arch", ARCH, "--batch-size", "100"]) == 0
+    assert capsys.readouterr().out == out.replace(str(run), str(exported))
+    line = _one_error_line(capsys, main(["eval", str(exported)]))
+    assert line == (
+        f"seres: error: --arch is needed: {exported} is not part of a `seres train` work "
+        "directory with a config.json naming its model"
+    )
+
+
+@pytest.fixture
+def jax_cache_config():
+    """The compilation cache settings the test changes, restored after it."""
+    from jax.experimental.compilation_cache import compilation_cache
+
+    names = ("jax_compilation_cache_dir", "jax_enable_compilation_cache",
+             "jax_persistent_cache_min_compile_time_secs")  # fmt: skip
+    saved = {n: getattr(jax.config, n) for n in names}
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)  # cache every compile
+    yield
+    for name, value in saved.items():
+        jax.config.update(name, value)
+    compilation_cache.reset_cache()
+
+
+def test_the_compile_cache_directory_is_used_and_off_is_honoured(
+    jax_cache_config, run, tmp_path, monkeypatch
+):
+    cache, elsewhere = tmp_path / "cache", tmp_path / "from-env"
+    monkeypatch.setenv("SERES_COMPILE_CACHE", str(elsewhere))
+
+    # Batch sizes no other test evaluates with: each is compiled here, not found in memory.
+    def evaluate(batch_size: int, *flags: str) -> None:
+        assert main(["eval", str(run), "--batch-size", str(batch_size), *flags]) == 0
+
+    evaluate(97, "--compile-cache", str(cache))
+    assert any(p.name.startswith("jit_eval_step-") for p in cache.iterdir())
+    assert not elsewhere.exists()
+    evaluate(98, "--compile-cache", "off")
+    assert not jax.config.jax_enable_compilation_cache
+    assert not elsewhere.exists()
+    evaluate(99)  # the environment variable's
+    assert any(p.name.startswith("jit_eval_step-") for p in elsewhere.iterdir())
+
+
+def test_the_default_compile_cache_defers_to_the_env_then_to_jax(jax_cache_config, monkeypatch):
+    from seres_jax.compiler import default_compile_cache
+
+    monkeypatch.delenv("SERES_COMPILE_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", "/xdg")
+    jax.config.update("jax_compilation_cache_dir", "/set-by-the-user")
+    assert default_compile_cache() == "/set-by-the-user"
+    monkeypatch.setenv("SERES_COMPILE_CACHE", "off")
+    assert default_compile_cache() == "off"
+    monkeypatch.delenv("SERES_COMPILE_CACHE")
+    jax.config.update("jax_compilation_cache_dir", None)
+    assert default_compile_cache() == "/xdg/seres/jax"
