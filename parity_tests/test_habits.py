@@ -12,7 +12,7 @@ import pytest
 from seres_cli.main import main
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("seres_jax", "seres_torch", "seres_cli")
+PACKAGES = ("seres", "seres_jax", "seres_torch", "seres_cli")
 
 
 @pytest.mark.parametrize(

@@ -583,12 +583,13 @@ def test_problems_are_listed_once_in_the_files_own_names_and_layout(originals, t
     sd = load_checkpoint(originals["safetensors"]).data
     save_state_dict({**sd, "fc.weight": np.zeros((32, 10), np.float32)}, tmp_path / "t.safetensors")
     assert refusal(tmp_path / "t.safetensors", "out.msgpack") == (
-        "seres: error: torch_to_flax failed with 1 problem(s):\n"
+        f"seres: error: checking {tmp_path / 't.safetensors'} against {ARCH} failed with 1 "
+        "problem(s):\n"
         "  - shape mismatch: 'fc.weight' is (32, 10), model expects (10, 32)\n"
     )
     save_state_dict({**sd, "head.0.num_batches_tracked": np.array(2**40)}, tmp_path / "n.pt")
     assert refusal(tmp_path / "n.pt", "out.msgpack") == (
-        "seres: error: torch_to_flax failed with 1 problem(s):\n"
+        f"seres: error: checking {tmp_path / 'n.pt'} against {ARCH} failed with 1 problem(s):\n"
         "  - 'head.0.num_batches_tracked': num_batches_tracked=1099511627776 does not fit in "
         "int32\n"
     )
@@ -598,7 +599,8 @@ def test_problems_are_listed_once_in_the_files_own_names_and_layout(originals, t
     variables["batch_stats"]["head_0"]["num_batches_tracked"] = np.array(2**40)
     save_variables(variables, tmp_path / "v.msgpack")
     assert refusal(tmp_path / "v.msgpack", "out.pt") == (
-        "seres: error: checking Flax variables failed with 3 problem(s):\n"
+        f"seres: error: checking {tmp_path / 'v.msgpack'} against {ARCH} failed with 3 "
+        "problem(s):\n"
         "  - batch_stats/head_0/num_batches_tracked: num_batches_tracked=1099511627776 does not "
         "fit in int32\n"
         "  - missing: params/fc/bias (model expects (10,) float32)\n"

@@ -1,8 +1,5 @@
 """seres_cli: the ``seres`` console script (``seres train``, ``seres demo``); see ``main``."""
 
-from importlib import metadata as _metadata
+from seres import __version__
 
-try:
-    __version__ = _metadata.version("seres")
-except _metadata.PackageNotFoundError:  # a source tree on sys.path, never installed
-    __version__ = "0+unknown"
+__all__ = ["__version__"]

@@ -15,15 +15,18 @@ imports this module.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any, NoReturn
+
+from seres import __version__
 
 DEFAULT_MODEL, DEFAULT_DATASET = "seresnet_tiny", "digits"
 DEMO_ARCH = "seresnet_tiny:in_ch=1,base=16,reduction=4"
@@ -152,8 +155,6 @@ def _add_compile_cache(p: argparse.ArgumentParser) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from seres_cli import __version__
-
     parser = _Parser(prog="seres", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -399,16 +400,16 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_against(path: Path, template: Any, arch: str) -> Any:
-    """``load_checkpoint(path, template=template)``; a mismatch names ``arch`` (the template's
-    architecture, and where it came from)."""
+@contextlib.contextmanager
+def _checked_against(path: Path, arch: str | None) -> Iterator[None]:
+    """Name the file and the architecture (and where it came from) in a ``ConversionError``
+    raised while ``path`` is checked against ``arch`` or converted for it."""
     from seres_jax.convert import ConversionError
-    from seres_jax.formats import load_checkpoint
 
     try:
-        return load_checkpoint(path, template=template)
+        yield
     except ConversionError as err:
-        if template is None:
+        if arch is None:
             raise
         raise ConversionError(err.problems, f"checking {path} against {arch}") from None
 
@@ -416,6 +417,7 @@ def _load_against(path: Path, template: Any, arch: str) -> Any:
 def _eval(args: argparse.Namespace) -> int:
     """Loss and accuracy of a checkpoint on a dataset's test split."""
     from seres_jax.data import load_dataset
+    from seres_jax.formats import load_checkpoint
     from seres_jax.registry import build_flax, variables_template
     from seres_jax.train import (
         CHECKPOINT_DIR,
@@ -445,7 +447,8 @@ def _eval(args: argparse.Namespace) -> int:
     arch = run_arch(config, dataset.image_shape[-1], dataset.num_classes)
     src = args.src / CHECKPOINT_DIR if (args.src / CHECKPOINT_DIR).is_dir() else args.src
     template = variables_template(arch)
-    variables = _load_against(src, template, arch).to_variables(template)
+    with _checked_against(src, arch):
+        variables = load_checkpoint(src, template=template).to_variables(template)
     result = evaluate_variables(
         build_flax(arch, dtype=PRECISIONS.get(config.precision)), variables,
         dataset.test_images, dataset.test_labels, config.batch_size,
@@ -456,7 +459,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _convert(args: argparse.Namespace) -> int:
-    from seres_jax.formats import check_destination, format_of, save_checkpoint
+    from seres_jax.formats import check_destination, format_of, load_checkpoint, save_checkpoint
     from seres_jax.registry import variables_template
     from seres_jax.train import find_run_config
 
@@ -470,8 +473,9 @@ def _convert(args: argparse.Namespace) -> int:
     if run is not None and run[1].get("arch"):
         arch, source = run[1]["arch"], f" (from {run[0]})"
     template = variables_template(arch, args.param_dtype) if arch else None
-    checkpoint = _load_against(args.src, template, f"{arch}{source}")
-    save_checkpoint(checkpoint, args.dst, force=args.force, template=template)
+    with _checked_against(args.src, f"{arch}{source}" if arch else None):
+        checkpoint = load_checkpoint(args.src, template=template)
+        save_checkpoint(checkpoint, args.dst, force=args.force, template=template)
     strict = f", checked against {arch}{source}" if arch else ""
     print(f"{args.src} ({src_format}) -> {args.dst} ({dst_format}): "
           f"{checkpoint.num_tensors} tensors{strict}")  # fmt: skip

@@ -5,17 +5,12 @@ initialisation and BatchNorm conventions, and ``seres_jax.convert`` for moving w
 from PyTorch. Importing this package never imports torch.
 """
 
-from importlib import metadata as _metadata
+from seres import __version__
 
 from .blocks import SEResBlockPostAct, SEResBlockPreAct, make_stage
 from .convert import ConversionError, flax_to_state_dict, flax_to_torch, torch_to_flax
 from .layers import BatchNorm, ConvBNAct, ECABlock, SEBlock, count_params
 from .models import SEResNetTiny
-
-try:
-    __version__ = _metadata.version("seres")
-except _metadata.PackageNotFoundError:  # a source tree on sys.path, never installed
-    __version__ = "0+unknown"
 
 __all__ = [
     "BatchNorm",
