@@ -125,6 +125,7 @@ def test_a_key_cannot_forge_an_error_line(tmp_path, capsys):
     assert all(line.startswith("  - ") for line in lines[1:]), lines
 
 
+@pytest.mark.requires_torch  # without torch, demo stops before it looks at the workdir
 def test_demo_keeps_an_earlier_run_unless_told_to_overwrite(tmp_path, capsys):
     workdir = tmp_path / "demo"
     workdir.mkdir()
