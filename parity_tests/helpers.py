@@ -133,3 +133,35 @@ def assert_as_accurate_as_torch(torch_model: Any, flax_model: Any, x: np.ndarray
         print("train" if train else "eval", "jax", ours, "torch fp32", theirs)
         for kind, err in theirs.items():
             assert ours[kind] <= 10 * err + 1e-6, (kind, ours[kind], err)
+
+
+# --------------------------------------------------------------------------- `seres` runs
+
+TINY_ARCH = "seresnet_tiny:base=4,n=1,reduction=4"  # digits at batch 256: 5 steps an epoch
+
+
+def train_tiny(workdir: Path, *extra: str) -> int:
+    """``seres train`` of a tiny network on the digits into ``workdir``, in this process."""
+    from seres_cli.main import main
+
+    return main([
+        "train", "--model", TINY_ARCH, "--batch-size", "256", "--epochs", "1", "--no-progress",
+        "--workdir", str(workdir), *extra,
+    ])  # fmt: skip
+
+
+def one_error_line(capsys: Any, code: int) -> str:
+    """The one ``seres: error:`` line a refused command wrote (exit status 2)."""
+    err = capsys.readouterr().err
+    assert code == 2, err
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("seres: error: "), err
+    return lines[0]
+
+
+def snapshot(directory: Path) -> dict[str, bytes | None]:
+    """Every path below ``directory`` with its bytes (``None`` for a directory)."""
+    return {
+        str(p.relative_to(directory)): p.read_bytes() if p.is_file() else None
+        for p in sorted(directory.rglob("*"))
+    }

@@ -18,30 +18,9 @@ import pytest
 import seres_jax.train as train
 from seres_cli.main import main
 
-ARCH = "seresnet_tiny:base=4,n=1,reduction=4"
+from .helpers import TINY_ARCH, one_error_line, snapshot, train_tiny
+
 FULL_ARCH = "seresnet_tiny:in_ch=1,num_classes=10,base=4,n=1,reduction=4"
-
-
-def _train(workdir: Path, *extra: str) -> int:
-    return main([
-        "train", "--model", ARCH, "--batch-size", "256", "--epochs", "1", "--no-progress",
-        "--workdir", str(workdir), *extra,
-    ])  # fmt: skip
-
-
-def _one_error_line(capsys, code: int) -> str:
-    err = capsys.readouterr().err
-    assert code == 2, err
-    lines = err.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("seres: error: "), err
-    return lines[0]
-
-
-def _snapshot(directory: Path) -> dict[str, bytes | None]:
-    return {
-        str(p.relative_to(directory)): p.read_bytes() if p.is_file() else None
-        for p in sorted(directory.rglob("*"))
-    }
 
 
 def _config(workdir: Path) -> dict:
@@ -52,7 +31,7 @@ def _config(workdir: Path) -> dict:
 def base_run(tmp_path_factory) -> Path:
     """Two steps of a run, checkpoint at step 2; tests copy it."""
     workdir = tmp_path_factory.mktemp("base") / "run"
-    assert _train(workdir, "--max-steps", "2") == 0
+    assert train_tiny(workdir, "--max-steps", "2") == 0
     return workdir
 
 
@@ -84,12 +63,12 @@ def test_config_json_is_written_before_the_first_step(tmp_path, monkeypatch):
         return dataclasses.replace(steps, train=step)
 
     monkeypatch.setattr(train, "compile_steps", spying)
-    assert _train(workdir, "--max-steps", "1") == 0
+    assert train_tiny(workdir, "--max-steps", "1") == 0
     assert seen == [True]
     record = _config(workdir)
     assert record["config"] == {
         **dataclasses.asdict(train.TrainConfig()),
-        "model": ARCH, "dataset": "digits", "epochs": 1, "batch_size": 256, "augment": False,
+        "model": TINY_ARCH, "dataset": "digits", "epochs": 1, "batch_size": 256, "augment": False,
         "max_steps": 1,
     }  # fmt: skip
     assert record["arch"] == FULL_ARCH
@@ -100,31 +79,31 @@ def test_config_json_is_written_before_the_first_step(tmp_path, monkeypatch):
 
 
 def test_resume_with_another_model_and_lr_lists_each_difference_and_writes_nothing(run, capsys):
-    before = _snapshot(run)
+    before = snapshot(run)
     other = "seresnet_tiny:base=8,n=1,reduction=4"
-    code = _train(run, "--model", other, "--lr", "0.2", "--max-steps", "3", "--resume")
-    assert _one_error_line(capsys, code) == (
+    code = train_tiny(run, "--model", other, "--lr", "0.2", "--max-steps", "3", "--resume")
+    assert one_error_line(capsys, code) == (
         f"seres: error: --resume: {run / 'config.json'} differs from this command: "
-        f"model '{ARCH}' -> '{other}'; lr 0.1 -> 0.2 (pass --override to resume with these "
+        f"model '{TINY_ARCH}' -> '{other}'; lr 0.1 -> 0.2 (pass --override to resume with these "
         "changes)"
     )
-    assert _snapshot(run) == before
-    code = _train(run, "--epochs", "2", "--resume")  # epochs shape the schedule: the recipe
-    assert _one_error_line(capsys, code).endswith(": epochs 1 -> 2 (pass --override to resume "
+    assert snapshot(run) == before
+    code = train_tiny(run, "--epochs", "2", "--resume")  # epochs shape the schedule: the recipe
+    assert one_error_line(capsys, code).endswith(": epochs 1 -> 2 (pass --override to resume "
                                                   "with these changes)")  # fmt: skip
-    assert _snapshot(run) == before
+    assert snapshot(run) == before
 
 
 def test_override_is_recorded_and_a_longer_run_needs_none(run, capsys):
-    assert _train(run, "--max-steps", "3", "--log-every", "1", "--resume") == 0
+    assert train_tiny(run, "--max-steps", "3", "--log-every", "1", "--resume") == 0
     assert _config(run)["overrides"] == []
     assert _config(run)["config"]["max_steps"] == 3
-    assert _train(run, "--max-steps", "4", "--lr", "0.2", "--override", "--resume") == 0
+    assert train_tiny(run, "--max-steps", "4", "--lr", "0.2", "--override", "--resume") == 0
     record = _config(run)
     assert record["config"]["lr"] == 0.2
     assert record["overrides"] == [{"step": 3, "changes": {"lr": [0.1, 0.2]}}]
     capsys.readouterr()
-    assert _one_error_line(capsys, _train(run, "--override")) == (
+    assert one_error_line(capsys, train_tiny(run, "--override")) == (
         "seres: error: --override goes with --resume"
     )
 
@@ -133,7 +112,7 @@ def test_a_workdir_without_config_json_resumes_with_a_warning(run, capsys):
     (run / "config.json").unlink()
     capsys.readouterr()
     # The lr of the test above: its compiled step is in the session's compilation cache.
-    assert _train(run, "--max-steps", "3", "--lr", "0.2", "--resume") == 0
+    assert train_tiny(run, "--max-steps", "3", "--lr", "0.2", "--resume") == 0
     assert capsys.readouterr().err == (
         f"seres: warning: {run} has no config.json (a run of an earlier seres): resuming "
         "without checking that the model, dataset and recipe are the same\n"
@@ -146,14 +125,14 @@ def test_a_workdir_without_config_json_resumes_with_a_warning(run, capsys):
 )
 def test_a_damaged_config_json_is_one_error_line(run, text, tmp_path, capsys):
     (run / "config.json").write_text(text)
-    before = _snapshot(run)
+    before = snapshot(run)
     capsys.readouterr()
     message = f"seres: error: {run / 'config.json'}: not a run description of seres"
-    assert _one_error_line(capsys, _train(run, "--resume")) == message
-    assert _one_error_line(capsys, main(["eval", str(run)])) == message
+    assert one_error_line(capsys, train_tiny(run, "--resume")) == message
+    assert one_error_line(capsys, main(["eval", str(run)])) == message
     out = tmp_path / "out.safetensors"
-    assert _one_error_line(capsys, main(["convert", str(run / "checkpoints"), str(out)])) == message
-    assert _snapshot(run) == before and not out.exists()
+    assert one_error_line(capsys, main(["convert", str(run / "checkpoints"), str(out)])) == message
+    assert snapshot(run) == before and not out.exists()
 
 
 def test_convert_reads_the_architecture_from_config_json_and_is_strict(run, tmp_path, capsys):
@@ -195,9 +174,9 @@ def test_eval_of_a_workdir_and_of_an_exported_file(run, tmp_path, capsys):
     exported = tmp_path / "model.safetensors"
     assert main(["convert", str(run / "checkpoints"), str(exported)]) == 0
     capsys.readouterr()
-    assert main(["eval", str(exported), "--arch", ARCH, "--batch-size", "100"]) == 0
+    assert main(["eval", str(exported), "--arch", TINY_ARCH, "--batch-size", "100"]) == 0
     assert capsys.readouterr().out == out.replace(str(run), str(exported))
-    line = _one_error_line(capsys, main(["eval", str(exported)]))
+    line = one_error_line(capsys, main(["eval", str(exported)]))
     assert line == (
         f"seres: error: --arch is needed: {exported} is not part of a `seres train` work "
         "directory with a config.json naming its model"

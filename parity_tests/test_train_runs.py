@@ -37,34 +37,13 @@ from seres_jax.train import (
     make_mesh,
 )
 
-ARCH = "seresnet_tiny:base=4,n=1,reduction=4"
+from .helpers import TINY_ARCH, one_error_line, snapshot, train_tiny
+
 STEPS_PER_EPOCH = 5  # 1,438 digits // 256
-
-
-def _train(workdir: Path, *extra: str) -> int:
-    return main([
-        "train", "--model", ARCH, "--batch-size", "256", "--epochs", "1", "--no-progress",
-        "--workdir", str(workdir), *extra,
-    ])  # fmt: skip
-
-
-def _one_error_line(capsys, code: int) -> str:
-    err = capsys.readouterr().err
-    assert code == 2, err
-    lines = err.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("seres: error: "), err
-    return lines[0]
 
 
 def _records(workdir: Path) -> list[dict]:
     return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
-
-
-def _snapshot(directory: Path) -> dict[str, bytes | None]:
-    return {
-        str(p.relative_to(directory)): p.read_bytes() if p.is_file() else None
-        for p in sorted(directory.rglob("*"))
-    }
 
 
 def _checkpoint_steps(workdir: Path) -> list[int]:
@@ -76,35 +55,35 @@ def _checkpoint_steps(workdir: Path) -> list[int]:
 
 def test_a_used_workdir_is_refused_and_overwrite_starts_clean(tmp_path, capsys):
     workdir, export = tmp_path / "run", tmp_path / "model.safetensors"
-    assert _train(workdir, "--max-steps", "2", "--seed", "0", "--export", str(export)) == 0
+    assert train_tiny(workdir, "--max-steps", "2", "--seed", "0", "--export", str(export)) == 0
     (workdir / "notes.txt").write_text("mine")
     (workdir / ".metrics.jsonl.bak").write_text("mine too")  # named like, not made by, seres
     (workdir / "data").mkdir()
     (workdir / "data" / "x.bin").write_bytes(b"\x00")
-    before, exported = _snapshot(workdir), export.read_bytes()
+    before, exported = snapshot(workdir), export.read_bytes()
     capsys.readouterr()
 
     # A second run without a flag: refused, nothing touched.
-    line = _one_error_line(capsys, _train(workdir, "--max-steps", "3", "--seed", "1"))
+    line = one_error_line(capsys, train_tiny(workdir, "--max-steps", "3", "--seed", "1"))
     assert line == (
         f"seres: error: work directory {workdir} already holds a run (checkpoints, "
         "metrics.jsonl, curves.png, config.json): continue it with --resume or start again "
         "with --overwrite"
     )
-    assert _snapshot(workdir) == before
+    assert snapshot(workdir) == before
     # --export naming an existing file: refused before training starts.
     other = tmp_path / "other"
-    line = _one_error_line(capsys, _train(other, "--max-steps", "3", "--export", str(export)))
+    line = one_error_line(capsys, train_tiny(other, "--max-steps", "3", "--export", str(export)))
     assert line == f"seres: error: {export} exists; pass --overwrite to replace it"
     assert not other.exists() and export.read_bytes() == exported
-    line = _one_error_line(capsys, _train(workdir, "--resume", "--overwrite"))
+    line = one_error_line(capsys, train_tiny(workdir, "--resume", "--overwrite"))
     assert line == "seres: error: --resume and --overwrite exclude each other"
     with pytest.raises(TrainingError, match="already holds a run"):
-        fit(build_flax(ARCH, in_ch=1), load_digits(), TrainConfig(), workdir=workdir)
-    assert _snapshot(workdir) == before
+        fit(build_flax(TINY_ARCH, in_ch=1), load_digits(), TrainConfig(), workdir=workdir)
+    assert snapshot(workdir) == before
 
     # --overwrite: only the new run's checkpoints and metrics; the user's files stay.
-    assert _train(workdir, "--max-steps", "3", "--seed", "1", "--overwrite",
+    assert train_tiny(workdir, "--max-steps", "3", "--seed", "1", "--overwrite",
                   "--export", str(export)) == 0  # fmt: skip
     assert (workdir / "notes.txt").read_text() == "mine"
     assert (workdir / ".metrics.jsonl.bak").read_text() == "mine too"
@@ -122,14 +101,14 @@ def test_a_used_workdir_is_refused_and_overwrite_starts_clean(tmp_path, capsys):
 def test_a_workdir_naming_a_file_is_one_error_line(tmp_path, capsys):
     path = tmp_path / "file"
     path.write_text("x")
-    line = _one_error_line(capsys, _train(path, "--max-steps", "1"))
+    line = one_error_line(capsys, train_tiny(path, "--max-steps", "1"))
     assert line == f"seres: error: work directory {path} is not a directory"
     assert path.read_text() == "x"
 
 
 def test_resume_on_a_missing_workdir_starts_from_scratch(tmp_path, capsys):
     workdir = tmp_path / "new"
-    assert _train(workdir, "--max-steps", "1", "--resume") == 0
+    assert train_tiny(workdir, "--max-steps", "1", "--resume") == 0
     err = capsys.readouterr().err
     assert err == (
         f"seres: warning: no checkpoint in {workdir / 'checkpoints'}: starting from scratch\n"
@@ -143,9 +122,9 @@ def test_resume_on_a_missing_workdir_starts_from_scratch(tmp_path, capsys):
 def _diverge(workdir: Path, capsys, *flags: str) -> tuple[str, int]:
     """A run at lr 1e6 that must stop: what it says diverged first and at which step."""
     export = workdir.parent / f"{workdir.name}.safetensors"
-    code = _train(workdir, "--lr", "1e6", "--schedule", "constant", "--epochs", "3",
+    code = train_tiny(workdir, "--lr", "1e6", "--schedule", "constant", "--epochs", "3",
                   "--export", str(export), *flags)  # fmt: skip
-    line = _one_error_line(capsys, code)
+    line = one_error_line(capsys, code)
     match = re.fullmatch(
         r"seres: error: training diverged: non-finite (loss at|weights after) step (\d+); (.+) "
         r"\(try a lower lr\)",
@@ -193,8 +172,8 @@ def base_run(tmp_path_factory):
     """A 2-epoch run checkpointed at steps 4 and 8, and the same run uninterrupted to 10."""
     root = tmp_path_factory.mktemp("runs")
     args = ("--epochs", "2", "--checkpoint-every", "4", "--keep", "3")
-    assert _train(root / "straight", *args) == 0
-    assert _train(root / "partial", *args, "--max-steps", "8") == 0
+    assert train_tiny(root / "straight", *args) == 0
+    assert train_tiny(root / "partial", *args, "--max-steps", "8") == 0
     straight = load_checkpoint(root / "straight" / "checkpoints").to_variables()
     return root, args, straight
 
@@ -208,7 +187,7 @@ def test_resume_with_another_model_names_each_differing_shape_once(base_run, tmp
         "--epochs", "2", "--no-progress", "--workdir", str(tmp_path / "run"), "--resume",
         "--override",  # past config.json's check, to the checkpoint's own
     ])  # fmt: skip
-    line = _one_error_line(capsys, code)
+    line = one_error_line(capsys, code)
     assert line.startswith(
         f"seres: error: checkpoint step 8 in {tmp_path / 'run' / 'checkpoints'} does not fit "
         "the model: params/fc/kernel: (16, 10) saved, (32, 10) expected; "
@@ -246,7 +225,7 @@ def test_resume_past_a_corrupt_latest_checkpoint(base_run, how, falls_back, tmp_
     shutil.copytree(root / "partial", workdir)
     _corrupt(workdir / "checkpoints" / "8", how)
     capsys.readouterr()
-    assert _train(workdir, *args, "--resume") == 0
+    assert train_tiny(workdir, *args, "--resume") == 0
     err = capsys.readouterr().err
     if falls_back:
         assert re.fullmatch(
@@ -281,7 +260,7 @@ def test_resume_from_a_checkpoint_of_the_previous_release(base_run, tmp_path, ca
         for step, state in states.items():
             manager.save(step, args=ocp.args.StandardSave(state))
     capsys.readouterr()
-    assert _train(workdir, *args, "--resume") == 0
+    assert train_tiny(workdir, *args, "--resume") == 0
     err = capsys.readouterr().err
     assert err == (
         f"seres: warning: checkpoint step 8 in {old} holds no epoch sums (written by an "
@@ -320,7 +299,7 @@ def test_killed_and_resumed_runs_match_an_uninterrupted_run(tmp_path):
     right after the checkpoint at step 10 (an epoch's end), then resumed to the end (in this
     process, as the uninterrupted run): one line per epoch, each for the whole epoch, and the
     uninterrupted run's weights bit for bit."""
-    argv = ["train", "--model", ARCH, "--batch-size", "256", "--epochs", "3", "--no-progress",
+    argv = ["train", "--model", TINY_ARCH, "--batch-size", "256", "--epochs", "3", "--no-progress",
             "--checkpoint-every", "2", "--log-every", "3", "--keep", "3"]  # fmt: skip
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     assert main([*argv, "--workdir", str(straight)]) == 0
@@ -378,7 +357,7 @@ def test_killed_and_resumed_runs_match_an_uninterrupted_run(tmp_path):
 )
 def test_a_bad_recipe_flag_is_one_line_and_writes_nothing(flag, value, message, tmp_path, capsys):
     workdir = tmp_path / "run"
-    line = _one_error_line(capsys, _train(workdir, flag, value))
+    line = one_error_line(capsys, train_tiny(workdir, flag, value))
     assert line == f"seres: error: {message}"
     assert not workdir.exists()
 
@@ -393,7 +372,7 @@ def test_a_bad_recipe_flag_is_one_line_and_writes_nothing(flag, value, message, 
 def test_a_model_that_does_not_fit_the_data_is_one_line(arch, message, tmp_path, capsys):
     workdir = tmp_path / "run"
     code = main(["train", "--model", arch, "--workdir", str(workdir), "--no-progress"])
-    assert _one_error_line(capsys, code) == f"seres: error: {message}"
+    assert one_error_line(capsys, code) == f"seres: error: {message}"
     assert not workdir.exists()
 
 
@@ -413,7 +392,7 @@ def test_a_custom_loop_on_the_public_api_matches_fit():
     """The loop of the README: ``TrainState.create``, ``compile_steps``, ``local_slice``, the
     config's schedule, optimizer and label smoothing; the weights ``fit`` gives, bit for bit."""
     data = load_digits()
-    model = build_flax(ARCH, in_ch=1)
+    model = build_flax(TINY_ARCH, in_ch=1)
     # The recipe of `_train` but the smoothing, which is not compiled in: the executables of
     # the command-line runs above serve this test too.
     config = TrainConfig(epochs=1, batch_size=256, label_smoothing=0.1, log_every=2)
