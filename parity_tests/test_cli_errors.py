@@ -175,3 +175,21 @@ def test_without_torch_its_commands_say_so_in_one_line(
     code = main([a.format(tmp=tmp_path) for a in argv])
     _assert_one_error_line(capsys, code, message)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.msgpack", "a.pt"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["eval", "{tmp}/missing"], "{tmp}/missing: no such file or directory"),
+        (
+            ["train", "--workdir", "{tmp}/w", "--compile-cache", "{tmp}/file"],
+            "--compile-cache {tmp}/file: not a directory",
+        ),
+    ],
+)
+def test_eval_and_compile_cache_name_what_is_wrong(argv, message, tmp_path, capsys):
+    (tmp_path / "file").write_text("mine")
+    code = main([a.format(tmp=tmp_path) for a in argv])
+    _assert_one_error_line(capsys, code, message.format(tmp=tmp_path))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+    assert (tmp_path / "file").read_text() == "mine"

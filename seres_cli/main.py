@@ -428,6 +428,8 @@ def _eval(args: argparse.Namespace) -> int:
         run_arch,
     )
 
+    if not args.src.exists():
+        raise UsageError(f"{args.src}: no such file or directory")
     run = find_run_config(args.src)
     stored = run[1]["config"] if run is not None else {}
     model = args.arch or stored.get("model")
@@ -564,7 +566,8 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 compiler.enable_compile_cache(directory)
             except OSError as err:
-                raise UsageError(f"compile cache {directory}: {err.strerror or err}") from None
+                reason = "not a directory" if Path(directory).is_file() else err.strerror or err
+                raise UsageError(f"--compile-cache {directory}: {reason}") from None
         return commands[args.command](args)
     except ConversionError as err:
         _print_error(str(err).splitlines()[0], *err.problems)  # one problem a line
