@@ -17,6 +17,7 @@ Run: ``python examples/finetune_timm_seresnet50.py [--steps N] [--small] [--out 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import tempfile
 from pathlib import Path
@@ -29,7 +30,7 @@ import torch
 from seres_jax import compiler, optim
 from seres_jax import resnet as jr
 from seres_jax.convert import flax_to_state_dict
-from seres_jax.data import iterate_batches, load_digits
+from seres_jax.data import Dataset, load_digits, splits_from_arrays, train_dataset
 from seres_jax.formats import load_checkpoint, save_state_dict
 from seres_jax.train import TrainState, train_step
 from seres_torch import resnet as tr
@@ -37,14 +38,17 @@ from seres_torch import resnet as tr
 SMALL = dict(channels=(16, 32, 64, 128), stem_width=8, layers=(1, 1, 1, 1))
 
 
-def digits_rgb32() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def digits_rgb32() -> Dataset:
     """Digits, each pixel repeated 4×4 and over 3 channels: a 32×32 RGB stand-in."""
     data = load_digits()
 
     def grow(images: np.ndarray) -> np.ndarray:
         return np.repeat(np.repeat(np.repeat(images, 4, axis=1), 4, axis=2), 3, axis=3)
 
-    return grow(data.train_images), data.train_labels, grow(data.test_images), data.test_labels
+    return dataclasses.replace(
+        data, train_images=grow(data.train_images), test_images=grow(data.test_images),
+        mean=data.mean * 3, std=data.std * 3,
+    )  # fmt: skip
 
 
 def main() -> None:
@@ -77,14 +81,11 @@ def main() -> None:
     state = TrainState.create(model.apply, variables, tx)
     # seres' XLA options (on the CPU, convolutions stay out of YNNPACK; see seres_jax.compiler).
     step = compiler.jit(train_step, donate_argnums=0)
-    train_x, train_y, test_x, test_y = digits_rgb32()
-    batches = iterate_batches(train_x, train_y, 32, shuffle=True, seed=0)
+    data = digits_rgb32()
+    # A grain dataset of batches: element i is step i's, reshuffled each epoch, endless.
+    batches = train_dataset(splits_from_arrays(data), 32, seed=0)
     for i in range(args.steps):
-        try:
-            x, y = next(batches)
-        except StopIteration:
-            batches = iterate_batches(train_x, train_y, 32, shuffle=True, seed=0, epoch=i)
-            x, y = next(batches)
+        x, y = batches[i]
         state, metrics = step(state, x, y)
     print(f"fine-tuned {args.steps} steps, last batch loss {float(metrics['loss_sum']) / 32:.4f}")
 
@@ -93,13 +94,13 @@ def main() -> None:
     torch_model = tr.create_model("seresnet50", num_classes=10, **sizes)
     torch_model.load_state_dict(torch.load(exported, weights_only=True), strict=True)
     torch_model.eval()
-    sample = test_x[:64]
+    sample = data.test_images[:64]
     logits_jax = np.asarray(jax.jit(model.apply)(state.variables, sample))
     with torch.no_grad():
         logits_torch = torch_model(torch.from_numpy(sample.transpose(0, 3, 1, 2))).numpy()
     diff = float(np.max(np.abs(logits_jax - logits_torch)))
     scale = float(np.max(np.abs(logits_torch)))
-    acc = float(np.mean(logits_torch.argmax(-1) == test_y[:64]))
+    acc = float(np.mean(logits_torch.argmax(-1) == data.test_labels[:64]))
     print(f"exported {exported.name}; PyTorch loads it strictly; accuracy on 64 test images "
           f"{acc:.2%}; largest logit difference {diff:.2e} (of {scale:.2e})")  # fmt: skip
     if not diff <= 1e-4 * max(scale, 1.0):

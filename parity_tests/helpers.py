@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -165,3 +166,29 @@ def snapshot(directory: Path) -> dict[str, bytes | None]:
         str(p.relative_to(directory)): p.read_bytes() if p.is_file() else None
         for p in sorted(directory.rglob("*"))
     }
+
+
+# `python -c KILLABLE POINT N ARGV...`: `seres ARGV`, SIGKILLed right after its Nth metrics
+# write (POINT "metrics") or checkpoint (POINT "checkpoint").
+KILLABLE = textwrap.dedent(
+    """
+    import os, signal, sys
+    import seres_jax.train as train
+    from seres_cli.main import main
+
+    point, count = sys.argv[1], int(sys.argv[2])
+    owner, name = {"metrics": (train, "_write_metrics"),
+                   "checkpoint": (train._Checkpoints, "save")}[point]
+    original, calls = getattr(owner, name), []
+
+    def killed_after(*args, **kwargs):
+        result = original(*args, **kwargs)
+        calls.append(1)
+        if len(calls) == count:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return result
+
+    setattr(owner, name, killed_after)
+    sys.exit(main(sys.argv[3:]))
+    """
+)

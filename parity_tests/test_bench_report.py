@@ -1,5 +1,6 @@
 """The benchmark's report (``benchmarks/seres_bench``): the compilation-cache figures reach the
-JSON entry and the Markdown table; a failed cache run is an error note, not a number."""
+JSON entry and the Markdown table; a failed cache run is an error note, not a number. The data
+sections (input pipeline, eval speed) compute their ratios only from two measured numbers."""
 
 from __future__ import annotations
 
@@ -57,3 +58,49 @@ def test_failed_cache_run_is_an_error_note(report):
     assert entry["jax_compile_cache"]["cold"]["train"] is None
     assert "- tiny / jax_compile_cache_cold: error: worker exited with status 1: boom\n" in markdown
     assert "## JAX persistent compilation cache" not in markdown
+
+
+@pytest.fixture
+def data_bench(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    from seres_bench import data_bench
+
+    return data_bench
+
+
+def test_pipeline_figures_ratios_and_markdown(data_bench):
+    entry = data_bench.empty_pipeline_entry({
+        "transform": "decode", "image_size": 224, "batch": 32, "train_images": 256,
+        "workers": [1, 2], "warmup": 2, "batches": 8, "repeats": 5,
+        "step_arch": "seresnet18", "step_batch": 16,
+    })  # fmt: skip
+    data_bench.fill_pipeline(entry, "jax", 1, {"img_s": 150.0, "startup_s": 3.0})
+    data_bench.fill_pipeline(entry, "torch", 1, {"img_s": 100.0, "startup_s": 1.5})
+    data_bench.fill_pipeline(entry, "jax", 2, {"img_s": 240.0, "startup_s": 3.5})
+    data_bench.fill_pipeline(entry, "torch", 2, {"fatal": "worker exited with status 1: boom"})
+    train = {"img_s": 12.0, "first_step_s": 30.0}
+    data_bench.fill_train_step(entry, {"train": train, "params": 11_000_000, "errors": {}})
+    assert entry["jax_vs_torch"] == {"1": 1.5}
+    markdown = data_bench.data_markdown({"input_pipeline": entry})
+    assert "| 1 | 150 | 100 | 1.50× | 3.00 | 1.50 |\n" in markdown
+    assert "| 2 | 240 | – | – | 3.50 | – |\n" in markdown
+    assert ": 12.0 img/s; the fastest seres loader above delivers 20.00× that." in markdown
+    assert "- input pipeline / torch, 2 workers: error: worker exited with status 1: boom\n" in (
+        markdown
+    )
+
+
+def test_eval_figures_ratios_and_markdown(data_bench):
+    entry = data_bench.empty_eval_entry({
+        "arch": "seresnet18", "image_size": 224, "batch": 32, "images": 128, "workers": 1,
+        "repeats": 5,
+    })  # fmt: skip
+    jax = {"end_to_end_img_s": 30.0, "model_img_s": 40.0, "first_call_s": 9.0}
+    data_bench.fill_eval(entry, "jax", jax)
+    data_bench.fill_eval(entry, "torch", {"end_to_end_img_s": 20.0, "model_img_s": 50.0})
+    assert entry["jax_vs_torch"] == {"img_s": 1.5, "model_img_s": 0.8}
+    markdown = data_bench.data_markdown({"eval": entry})
+    assert "| end to end (decode, crop, model) | 30.0 | 20.0 | 1.50× |\n" in markdown
+    assert "| model only | 40.0 | 50.0 | 0.80× |\n" in markdown
+    assert "(compilation included): 9.00 s." in markdown
+    assert data_bench.data_markdown({}) == ""

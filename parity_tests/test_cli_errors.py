@@ -11,6 +11,7 @@ import pytest
 from seres_cli.main import main
 from seres_jax.registry import RegistryError, model_config
 
+FOUR = "must be 4 positive integers joined by '-', e.g."  # stage widths and depths
 BAD_ARCHS = [
     ("seresnet_tiny:base=abc", "base must be an integer, got 'abc'"),
     ("seresnet_tiny:base=0", "base must be a positive integer, got 0"),
@@ -19,7 +20,9 @@ BAD_ARCHS = [
     ("seresnet_tiny:preact=1", "preact must be true or false, got 1"),
     ("seresnet_tiny:attn=foo", "attn must be one of se, eca, none, got 'foo'"),
     ("seresnet50:block=wide", "block must be one of basic, bottleneck, got 'wide'"),
-    ("seresnet50:layers=3", "layers cannot be set in an architecture string"),
+    ("seresnet50:layers=3", f"layers {FOUR} 3-4-6-3, got 3"),
+    ("seresnet50:layers=1-1-1", f"layers {FOUR} 3-4-6-3, got (1, 1, 1)"),
+    ("seresnet18:channels=8-16-0-64", f"channels {FOUR} 64-128-256-512, got (8, 16, 0, 64)"),
     ("seresnet50:num_classes=true", "num_classes must be an integer, got True"),
 ]
 
@@ -35,6 +38,8 @@ def test_overrides_of_the_right_type_are_accepted():
     assert arguments["base"] == 8 and arguments["preact"] is True and arguments["attn"] == "none"
     _, arguments = model_config("seresnet50:attn=eca,block=basic")
     assert arguments["block"] == "basic"
+    _, arguments = model_config("seresnet18:layers=1-1-1-1,channels=8-16-32-64")
+    assert arguments["layers"] == (1, 1, 1, 1) and arguments["channels"] == (8, 16, 32, 64)
 
 
 def _assert_one_error_line(capsys, code, message):

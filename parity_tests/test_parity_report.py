@@ -11,7 +11,7 @@ import pytest
 import seres_jax as sj
 from seres_cli.main import main
 from seres_jax.convert import torch_to_flax
-from seres_jax.data import iterate_batches, load_digits
+from seres_jax.data import load_digits, splits_from_arrays, train_dataset
 from seres_jax.formats import save_variables
 from seres_jax.parity import parity_report, randomize_batchnorm
 
@@ -34,9 +34,8 @@ def notebook_checkpoint(tmp_path_factory):
     torch.manual_seed(0)
     model = run_notebook().namespace["SEResNetTiny"](**KW).train()
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    data = load_digits()
-    batches = iterate_batches(data.train_images, data.train_labels, 64, shuffle=True, seed=0)
-    for _, (x, y) in zip(range(5), batches, strict=False):
+    batches = train_dataset(splits_from_arrays(load_digits()), 64, seed=0)
+    for x, y in (batches[i] for i in range(5)):
         opt.zero_grad()
         F.cross_entropy(
             model(torch.from_numpy(x.transpose(0, 3, 1, 2))), torch.from_numpy(y).long()

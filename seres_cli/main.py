@@ -1,4 +1,4 @@
-"""The ``seres`` command line: ``train``, ``eval``, ``demo``, ``convert``, ``parity``.
+"""The ``seres`` command line: ``train``, ``eval``, ``demo``, ``convert``, ``parity``, ``data``.
 
 A thin layer over ``seres_jax``: every command is a few calls into the library. Every user
 error (unknown model or dataset, bad data directory, a batch size the devices cannot split, a
@@ -87,7 +87,12 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
         help="architecture, e.g. seresnet_tiny or seresnet_tiny:base=16,n=3",
     )
     p.add_argument("--dataset", default=DEFAULT_DATASET, help=f"one of {', '.join(DATASET_NAMES)}")
-    p.add_argument("--data-dir", help="CIFAR-10 binary files (cifar-10-batches-bin)")
+    p.add_argument(
+        "--data-dir",
+        help="cifar10: its binary files; imagefolder: ROOT with train/ "
+        "and val/ class directories; arrayrecord: `seres data pack`'s OUT_DIR",
+    )
+    _add_image_arguments(p)
     p.add_argument("--epochs", type=int, default=d.epochs)
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="global batch size")
     p.add_argument("--optimizer", default=d.optimizer, help=f"one of {', '.join(OPTIMIZER_NAMES)}")
@@ -103,12 +108,19 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--schedule", default=d.schedule, help=f"one of {', '.join(SCHEDULE_NAMES)}")
     p.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs)
     p.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
+    p.add_argument("--mixup", type=float, default=d.mixup, help="timm's mixup alpha (0: off)")
+    p.add_argument("--cutmix", type=float, default=d.cutmix, help="timm's cutmix alpha (0: off)")
+    p.add_argument("--mix-prob", type=float, default=d.mix_prob,
+                   help="probability that a batch is mixed")  # fmt: skip
     p.add_argument(
         "--augment",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="random crop + flip (default: the dataset's, on for cifar10)",
+        help="random crop + flip (default: the dataset's: on for cifar10 (pad-crop-flip), "
+        "imagefolder and arrayrecord (RandomResizedCrop))",
     )
+    p.add_argument("--color-jitter", type=float, default=d.color_jitter,
+                   help="image datasets: brightness/contrast/saturation jitter")  # fmt: skip
     p.add_argument(
         "--precision",
         default=d.precision,
@@ -145,6 +157,20 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     _add_compile_cache(p)
 
 
+def _add_image_arguments(p: argparse.ArgumentParser) -> None:
+    """The preprocessing of image datasets (default: the model's pretrained data config) and
+    how they are read."""
+    from seres_jax.data import INTERPOLATIONS
+
+    p.add_argument("--image-size", type=_int_at_least(1), help="default: the model's (timm's)")
+    p.add_argument("--crop-pct", type=float, help="eval: resize to size / crop-pct, centre crop")
+    p.add_argument("--interpolation", choices=sorted(INTERPOLATIONS))
+    p.add_argument("--workers", type=_int_at_least(0), default=0,
+                   help="grain worker processes decoding images (0: threads)")  # fmt: skip
+    p.add_argument("--skip-bad-images", action="store_true",
+                   help="leave out unreadable image files, reporting them")  # fmt: skip
+
+
 def _add_compile_cache(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--compile-cache",
@@ -170,17 +196,34 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-progress", dest="progress", action="store_false")
     _add_compile_cache(demo)
 
-    evaluate = sub.add_parser("eval", help="evaluate a checkpoint on a dataset's test split")
+    evaluate = sub.add_parser("eval", help="top-1/top-5 of a checkpoint on a dataset split")
     evaluate.add_argument("src", type=Path,
                           help="a `seres train` work directory (its latest checkpoint) or a "
                           "checkpoint in any format")  # fmt: skip
     evaluate.add_argument("--arch", help="default: the work directory's config.json")
     evaluate.add_argument("--dataset", help="default: the run's, else digits")
     evaluate.add_argument("--data-dir", help="default: the run's")
+    evaluate.add_argument("--split", choices=("val", "train"), default="val")
     evaluate.add_argument(
         "--batch-size", type=_int_at_least(1), help="default: the run's, else 256"
     )
+    _add_image_arguments(evaluate)
+    evaluate.add_argument("--torch", action="store_true",
+                          help="also run seres_torch on the same batches and compare")  # fmt: skip
+    evaluate.add_argument("--json", type=Path, help="also write the results as JSON here")
+    evaluate.add_argument("--force", action="store_true", help="replace an existing --json file")
+    evaluate.add_argument("--no-progress", dest="progress", action="store_false")
     _add_compile_cache(evaluate)
+
+    data = sub.add_parser("data", help="prepare datasets")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    pack = data_sub.add_parser("pack", help="an image folder as ArrayRecord shards")
+    pack.add_argument("imagefolder", type=Path, help="ROOT with train/ and val/ class directories")
+    pack.add_argument("out_dir", type=Path, help="the shards and classes.json go here")
+    pack.add_argument("--shards", type=_int_at_least(1), default=1, help="shards per split")
+    pack.add_argument("--force", action="store_true", help="replace an earlier pack in OUT_DIR")
+    pack.add_argument("--skip-bad-images", action="store_true",
+                      help="leave out unreadable image files, reporting them")  # fmt: skip
 
     convert = sub.add_parser("convert", help="convert a checkpoint between formats")
     convert.add_argument("src", type=Path, help=".pt/.pth, .safetensors, .msgpack or orbax dir")
@@ -294,9 +337,9 @@ def _train(args: argparse.Namespace) -> int:
     parse_arch(args.model)  # validates the name before the data is loaded
     mesh = make_mesh()
     config.validate(mesh.size)  # before the data is read (with the seed) and the workdir exists
-    dataset = load_dataset(args.dataset, data_dir=config.data_dir, seed=config.seed)
+    dataset = load_dataset(args.dataset, config.data_dir, config.seed, config.data_options())
     model = build_flax(run_arch(config, dataset.image_shape[-1], dataset.num_classes))
-    total = config.steps(dataset.train_images.shape[0]).last
+    total = config.steps(len(dataset.train)).last
     progress = _Progress(total, args.progress)
     try:
         result = fit(
@@ -415,10 +458,11 @@ def _checked_against(path: Path, arch: str | None) -> Iterator[None]:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    """Loss and accuracy of a checkpoint on a dataset's test split."""
+    """Loss, top-1 and top-5 of a checkpoint on a dataset split, in JAX over every device;
+    with ``--torch``, ``seres_torch`` on the same batches too."""
     from seres_jax.data import load_dataset
-    from seres_jax.formats import load_checkpoint
-    from seres_jax.registry import build_flax, variables_template
+    from seres_jax.formats import check_destination, load_checkpoint
+    from seres_jax.registry import build_flax, build_torch, variables_template
     from seres_jax.train import (
         CHECKPOINT_DIR,
         PRECISIONS,
@@ -430,6 +474,10 @@ def _eval(args: argparse.Namespace) -> int:
 
     if not args.src.exists():
         raise UsageError(f"{args.src}: no such file or directory")
+    if args.json is not None:
+        check_destination(args.json, force=args.force)
+    if args.torch:
+        _require_torch("eval --torch")
     run = find_run_config(args.src)
     stored = run[1]["config"] if run is not None else {}
     model = args.arch or stored.get("model")
@@ -437,6 +485,13 @@ def _eval(args: argparse.Namespace) -> int:
         raise UsageError(f"--arch is needed: {args.src} is not part of a `seres train` work "
                          "directory with a config.json naming its model")  # fmt: skip
     dataset_name: str = args.dataset or stored.get("dataset") or DEFAULT_DATASET
+
+    # Preprocessing as the run trained (its overrides of the model's pretrained config), unless
+    # the command line says otherwise.
+    def chosen(flag: str) -> Any:
+        value = getattr(args, flag)
+        return value if value is not None else stored.get(flag)
+
     config = TrainConfig(
         model=model,
         dataset=dataset_name,
@@ -444,19 +499,88 @@ def _eval(args: argparse.Namespace) -> int:
         batch_size=args.batch_size or stored.get("batch_size") or 256,
         seed=stored.get("seed", 0),  # the digits split the run validated on
         precision=stored.get("precision", "fp32"),
+        workers=args.workers,
+        skip_bad_images=args.skip_bad_images,
+        augment=False,
+        image_size=chosen("image_size"),
+        crop_pct=chosen("crop_pct"),
+        interpolation=chosen("interpolation"),
     )
-    dataset = load_dataset(dataset_name, data_dir=config.data_dir, seed=config.seed)
+    config.validate(1)
+    dataset = load_dataset(dataset_name, config.data_dir, config.seed, config.data_options())
     arch = run_arch(config, dataset.image_shape[-1], dataset.num_classes)
     src = args.src / CHECKPOINT_DIR if (args.src / CHECKPOINT_DIR).is_dir() else args.src
     template = variables_template(arch)
     with _checked_against(src, arch):
         variables = load_checkpoint(src, template=template).to_variables(template)
-    result = evaluate_variables(
-        build_flax(arch, dtype=PRECISIONS.get(config.precision)), variables,
-        dataset.test_images, dataset.test_labels, config.batch_size,
-    )  # fmt: skip
-    print(f"{args.src}: {arch} on the {config.dataset} test split ({len(dataset.test_labels)} "
-          f"images): loss {result['loss']:.4f}, accuracy {result['acc']:.4f}")  # fmt: skip
+    source = {"val": dataset.val, "train": dataset.train}[args.split]
+    what = f"{arch} on the {dataset_name} {args.split} split ({len(source)} images)"
+    progress = _ImageProgress(len(source), args.progress, "JAX")
+    try:
+        result = evaluate_variables(
+            build_flax(arch, dtype=PRECISIONS.get(config.precision)), variables, dataset,
+            config.batch_size, split=args.split, workers=config.workers, on_batch=progress,
+        )  # fmt: skip
+    finally:
+        progress.close()
+    print(f"{args.src}: {what}: top-1 {result['acc']:.4f}, top-5 {result['acc5']:.4f}, "
+          f"loss {result['loss']:.4f}, {result['images_per_s']:.0f} images/s")  # fmt: skip
+    report: dict[str, Any] = {
+        "checkpoint": str(args.src), "arch": arch, "dataset": dataset_name,
+        "split": args.split, "jax": result,
+    }  # fmt: skip
+    if args.torch:
+        from seres_jax.convert import flax_to_state_dict, to_torch
+        from seres_jax.parity import compare_on_data
+
+        torch_model = build_torch(arch)
+        state = flax_to_state_dict(variables)
+        torch_model.load_state_dict({k: to_torch(v) for k, v in state.items()}, strict=True)
+        progress = _ImageProgress(len(source), args.progress, "JAX and PyTorch")
+        try:
+            both = compare_on_data(torch_model, build_flax(arch), variables, dataset,
+                                   config.batch_size, args.split, on_batch=progress)  # fmt: skip
+        finally:
+            progress.close()
+        print(f"same batches in both: top-1 JAX {both.jax_top1:.4f}, PyTorch "
+              f"{both.torch_top1:.4f}; identical argmax on {both.agreement:.2%} of "
+              f"{both.count} images; largest logit difference "
+              f"{both.max_logit_diff:.2e}")  # fmt: skip
+        report["torch"] = both.to_dict()
+    if args.json is not None:
+        from seres_jax.formats import atomic_path
+
+        with atomic_path(args.json, force=args.force) as tmp:
+            tmp.write_text(json.dumps(report, indent=2), encoding="utf-8")
+    return 0
+
+
+class _ImageProgress:
+    """A tqdm bar over images, fed a batch at a time."""
+
+    def __init__(self, total: int, enabled: bool, what: str) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, unit="img", desc=what, disable=not enabled,
+                        dynamic_ncols=True)  # fmt: skip
+
+    def __call__(self, batch: int) -> None:
+        self.bar.update(min(batch, self.bar.total - self.bar.n))  # the last batch is padded
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _data(args: argparse.Namespace) -> int:
+    """``seres data pack``: an image folder as ArrayRecord shards."""
+    from seres_jax.data import pack
+
+    _warnings_to_stderr()
+    manifest = pack(args.imagefolder, args.out_dir, shards=args.shards, force=args.force,
+                    skip_bad_images=args.skip_bad_images)  # fmt: skip
+    counts = ", ".join(f"{split} {info['count']} images in {len(info['shards'])} shards"
+                       for split, info in manifest["splits"].items())  # fmt: skip
+    print(f"{args.imagefolder} -> {args.out_dir}: {len(manifest['classes'])} classes; {counts}")
     return 0
 
 
@@ -555,7 +679,8 @@ def main(argv: list[str] | None = None) -> int:
     from seres_jax.train import TrainingError
 
     commands = {
-        "train": _train, "eval": _eval, "demo": _demo, "convert": _convert, "parity": _parity
+        "train": _train, "eval": _eval, "demo": _demo, "convert": _convert, "parity": _parity,
+        "data": _data,
     }  # fmt: skip
     errors = (UsageError, DataError, RegistryError, TrainingError, ConversionError, CheckpointError)
     try:

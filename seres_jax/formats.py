@@ -498,6 +498,12 @@ class _ClosedLoopFilter:
             self.previous(unraisable)
 
 
+def _drop_orphan_task_reports(record: logging.LogRecord) -> bool:
+    """asyncio's "Task exception was never retrieved" of orbax's tasks: the failure already
+    reached us as the exception of the read (``_quiet_orbax``)."""
+    return not str(record.msg).startswith("Task exception was never retrieved")
+
+
 @contextlib.contextmanager
 def _quiet_orbax() -> Iterator[None]:
     """Silence orbax's duplicate reports of a failure that reaches us as an exception anyway.
@@ -505,10 +511,14 @@ def _quiet_orbax() -> Iterator[None]:
     Its worker threads log the failure with a traceback before the exception returns; and
     after its event loop has closed, tensorstore's remaining completions each report an
     unraisable 'Event loop is closed' (hundreds of lines on a full disk), some of them after
-    the call returned, so that filter stays installed for the process.
+    the call returned, so that filter stays installed for the process, as does the one on
+    asyncio's reports of the tasks it left with the failure.
     """
     if not isinstance(sys.unraisablehook, _ClosedLoopFilter):
         sys.unraisablehook = _ClosedLoopFilter(sys.unraisablehook)
+    asyncio_logger = logging.getLogger("asyncio")
+    if _drop_orphan_task_reports not in asyncio_logger.filters:
+        asyncio_logger.addFilter(_drop_orphan_task_reports)
     absl = logging.getLogger("absl")
     was_disabled, absl.disabled = absl.disabled, True
     try:

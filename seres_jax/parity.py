@@ -5,7 +5,8 @@ the forward output, the gradient wrt the input, the gradient wrt every parameter
 ``seres_jax.convert``) and, in train mode, the updated running statistics. ``parity_report``
 adds every layer's output, in execution order (PyTorch forward hooks; Flax
 ``capture_intermediates``, matched through the converter's naming rule), and names the first
-layer that diverges.
+layer that diverges. ``compare_on_data`` runs both on a dataset's own batches (``seres eval
+--torch``): top-1 of each, argmax agreement, largest logit difference.
 
 Tolerance policy. Errors are *relative to the reference's largest magnitude*,
 ``max|jax - torch| / max|torch|`` per tensor, because elementwise relative error is meaningless
@@ -44,6 +45,8 @@ from .convert import flax_module_path_to_torch, flax_to_state_dict, torch_to_fla
 
 if TYPE_CHECKING:
     import torch
+
+    from .data import Splits
 
 
 @dataclass(frozen=True)
@@ -452,3 +455,60 @@ def parity_report(
     ]  # fmt: skip
     platform = (device or jax.devices()[0]).platform
     return ParityReport(arch or type(flax_module).__name__, platform, x.shape, tol, reports)
+
+
+@dataclass(frozen=True)
+class DataAgreement:
+    """Both frameworks on the very same batches of a dataset: each one's top-1, the fraction
+    of images on which their argmax agrees, and the largest absolute logit difference."""
+
+    count: int
+    jax_top1: float
+    torch_top1: float
+    agreement: float
+    max_logit_diff: float
+
+    def to_dict(self) -> dict[str, float]:
+        return dataclasses.asdict(self)
+
+
+def compare_on_data(
+    torch_model: torch.nn.Module,
+    model: nn.Module,
+    variables: Any,
+    splits: Splits,
+    batch_size: int,
+    split: str = "val",
+    on_batch: Callable[[int], None] | None = None,
+) -> DataAgreement:
+    """Run ``model`` (with ``variables``) and ``torch_model`` in eval mode on every batch of
+    ``splits``' ``split`` as ``seres_jax.data.eval_dataset`` gives it (one process): the same
+    decoded, cropped and normalised pixels go to both."""
+    import torch
+
+    from .data import eval_dataset
+    from .data.images import normalize
+
+    torch_model.eval()
+    apply = jax.jit(lambda v, x: model.apply(v, x, train=False))
+    count = jax_correct = torch_correct = agree = 0
+    worst = 0.0
+    for images, labels, weights in eval_dataset(splits, batch_size, split):
+        if splits.mean is not None and splits.std is not None:
+            images = normalize(images, splits.mean, splits.std)
+        keep = weights > 0
+        jax_logits = np.asarray(apply(variables, images), np.float32)[keep]
+        with torch.no_grad():
+            torch_logits = torch_model(torch.from_numpy(np.ascontiguousarray(
+                images.transpose(0, 3, 1, 2)))).numpy()[keep]  # fmt: skip
+        jax_pred, torch_pred = jax_logits.argmax(-1), torch_logits.argmax(-1)
+        count += int(keep.sum())
+        jax_correct += int((jax_pred == labels[keep]).sum())
+        torch_correct += int((torch_pred == labels[keep]).sum())
+        agree += int((jax_pred == torch_pred).sum())
+        worst = max(worst, float(np.abs(jax_logits - torch_logits).max(initial=0.0)))
+        if on_batch is not None:
+            on_batch(batch_size)
+    if not count:
+        raise ValueError(f"the {split} split of {splits.name} is empty")
+    return DataAgreement(count, jax_correct / count, torch_correct / count, agree / count, worst)

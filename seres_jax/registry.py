@@ -27,6 +27,8 @@ from .resnet import BLOCKS, ZOO
 if TYPE_CHECKING:
     import torch
 
+    from .data.images import DataConfig
+
 # Fields of a Flax module that are not constructor arguments of the PyTorch twin.
 _FLAX_ONLY = frozenset({"dtype", "param_dtype", "parent", "name"})
 # String arguments with a closed set of values; every integer argument counts something
@@ -90,11 +92,15 @@ def _parse_value(text: str) -> Any:
             return cast(text)
         except ValueError:
             continue
+    parts = text.split("-")  # a sequence: layers=2-2-2-2, channels=16-32-64-128
+    if len(parts) > 1 and all(p.isdigit() for p in parts):
+        return tuple(int(p) for p in parts)
     return text
 
 
 def parse_arch(arch: str) -> tuple[str, dict[str, Any]]:
-    """``"name:k=v,k=v"`` -> ``(name, {k: v})`` with ints, floats and booleans parsed."""
+    """``"name:k=v,k=v"`` -> ``(name, {k: v})`` with ints, floats, booleans and sequences of
+    ints (``channels=16-32-64-128``) parsed."""
     name, _, rest = arch.partition(":")
     if name not in MODELS:
         raise RegistryError(f"unknown architecture {name!r}; known: {', '.join(MODELS)}")
@@ -105,6 +111,15 @@ def parse_arch(arch: str) -> tuple[str, dict[str, Any]]:
             raise RegistryError(f"malformed override {item!r} in {arch!r}; expected key=value")
         overrides[key.strip()] = _parse_value(value.strip())
     return name, overrides
+
+
+def format_arch(name: str, arguments: Mapping[str, Any]) -> str:
+    """The architecture string ``parse_arch`` reads back as ``(name, arguments)``."""
+
+    def text(value: Any) -> str:
+        return "-".join(map(str, value)) if isinstance(value, tuple | list) else str(value)
+
+    return f"{name}:" + ",".join(f"{k}={text(v)}" for k, v in arguments.items())
 
 
 def model_config(arch: str, **overrides: Any) -> tuple[ModelSpec, dict[str, Any]]:
@@ -139,6 +154,11 @@ def _check_argument(key: str, value: Any, default: Any) -> None:
     elif isinstance(default, float):
         if not isinstance(value, int | float) or isinstance(value, bool):
             raise RegistryError(f"{key} must be a number, got {value!r}")
+    elif isinstance(default, tuple | list) and all(isinstance(d, int) for d in default):
+        if not isinstance(value, tuple) or len(value) != len(default) or min(value) < 1:
+            example = "-".join(map(str, default))
+            raise RegistryError(f"{key} must be {len(default)} positive integers joined by "
+                                f"'-', e.g. {example}, got {value!r}")  # fmt: skip
     elif not isinstance(default, str | None):
         raise RegistryError(f"{key} cannot be set in an architecture string")
 
@@ -166,3 +186,14 @@ def variables_template(arch: str, param_dtype: Any = None, **overrides: Any) -> 
     model = spec.flax_cls(**arguments, **extra)
     image = jnp.zeros((1, 16, 16, arguments[spec.in_channels_arg]), jnp.float32)
     return jax.eval_shape(model.init, jax.random.key(0), image)
+
+
+def data_config(arch: str | None) -> DataConfig:
+    """The preprocessing ``arch``'s weights expect: timm's pretrained data config for a zoo
+    model (``seres_jax.resnet.DATA_CONFIGS``), timm's defaults otherwise (224 pixels, crop 0.875,
+    bicubic, ImageNet mean and std)."""
+    from .data.images import DataConfig
+    from .resnet import DATA_CONFIGS
+
+    name = parse_arch(arch)[0] if arch is not None else None
+    return DataConfig(**DATA_CONFIGS.get(name or "", {}))

@@ -26,6 +26,7 @@ from .layers import BatchNorm, Dtype, SEModule, conv2d, create_attn, make_divisi
 # SEModule and make_divisible lived here before the attention vocabulary moved to layers.
 __all__ = [
     "BLOCKS",
+    "DATA_CONFIGS",
     "ZOO",
     "BasicBlock",
     "Bottleneck",
@@ -51,6 +52,19 @@ ZOO: dict[str, dict[str, Any]] = {
         block="bottleneck", layers=(3, 4, 6, 3), cardinality=32, base_width=4
     ),
 }  # fmt: skip
+
+# The preprocessing each model's default timm weights expect: timm 1.0.31's pretrained_cfg for
+# the tag ``timm.create_model(name)`` picks ("untrained" where timm has no weights, which keeps
+# timm's ResNet defaults), as the fields of ``seres_jax.data.DataConfig`` (centre-crop
+# evaluation). Recorded in parity_tests/fixtures/timm_data_configs.json with the other tags.
+_TIMM_RESNET_DATA: dict[str, Any] = dict(
+    input_size=224, crop_pct=0.875, interpolation="bicubic", mean=(0.485, 0.456, 0.406),
+    std=(0.229, 0.224, 0.225), test_input_size=288, test_crop_pct=0.95,
+)  # fmt: skip
+DATA_CONFIGS: dict[str, dict[str, Any]] = {name: dict(_TIMM_RESNET_DATA) for name in ZOO}
+# seresnet50's default tag is a1_in1k (timm's "ResNet strikes back" recipe), evaluated with
+# a larger crop; its ra2_in1k weights keep the defaults above.
+DATA_CONFIGS["seresnet50"].update(crop_pct=0.95, test_crop_pct=1.0)
 
 # timm's convolutions: PyTorch's geometry, He-normal over fan-out.
 _conv = partial(conv2d, kernel_init=nn.initializers.variance_scaling(2.0, "fan_out", "normal"))

@@ -13,8 +13,13 @@
   computes BatchNorm's mean and variance over the *global* batch (it inserts the
   cross-device reductions), which is what PyTorch's ``SyncBatchNorm`` does: the trajectory
   does not depend on the number of devices. Multi-host: call ``initialize_distributed()``
-  first on every host (see the README for a TPU pod slice); each process then feeds its own
-  slice of every global batch (``local_slice``).
+  first on every host (see the README for a TPU pod slice); each process then reads its own
+  share of the records and feeds its part of every global batch (``seres_jax.data.pipeline``).
+* **Data.** ``fit`` reads ``Splits`` through grain: an endless stream of batches, an epoch
+  being ``len(train) // batch_size`` steps. Each checkpoint holds the grain iterator's
+  position, so a resumed run sees the samples and augmentation draws an uninterrupted one
+  sees. ``StepOptions`` carry the label smoothing and timm's mixup/cutmix (drawn on the
+  device in the step, from the seed and the step).
 * **Mixed precision.** ``TrainConfig.precision="bf16"`` runs the model in bfloat16 with
   float32 parameters, statistics and optimizer state; the loss is computed in float32.
 * **Configuration.** ``TrainConfig`` is the whole run: model, dataset, recipe, precision,
@@ -53,13 +58,14 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import flax.linen as nn
 import flax.struct
+import grain.python as grain
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -68,8 +74,11 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from . import compiler, optim
 from .atomic import STAGING_MARK
-from .data import DATASETS, Dataset, iterate_batches, prefetch_to_device, random_crop_flip
+from .data import Dataset, Splits, eval_dataset, stream_seed, to_devices, train_dataset
+from .data.catalog import DATASETS, DataOptions, splits_from_arrays
+from .data.images import INTERPOLATIONS
 from .formats import atomic_path
+from .mixup import MixupConfig, draw_mix, mix_images
 from .optim import OPTIMIZER_NAMES, SCHEDULE_NAMES, cross_entropy
 
 PRECISIONS = {"fp32": None, "bf16": jnp.bfloat16}
@@ -79,9 +88,11 @@ CONFIG_FILE = "config.json"
 # What a run writes in its workdir.
 RUN_FILES = (CHECKPOINT_DIR, METRICS_FILE, CURVES_FILE, CONFIG_FILE)
 # The fields a resumed run may change without `override`: how long it runs, how often it logs
-# and saves, where the data lives. Everything else (epochs too: they shape the schedule) is
-# the recipe.
-RESUMABLE_CHANGES = frozenset({"max_steps", "log_every", "checkpoint_every", "keep", "data_dir"})
+# and saves, where the data lives and how many processes read it. Everything else (epochs too:
+# they shape the schedule) is the recipe.
+RESUMABLE_CHANGES = frozenset(
+    {"max_steps", "log_every", "checkpoint_every", "keep", "data_dir", "workers"}
+)
 
 logger = logging.getLogger(__name__)
 
@@ -108,7 +119,6 @@ __all__ = [
     "fit",
     "init_variables",
     "initialize_distributed",
-    "local_slice",
     "make_mesh",
     "read_metrics",
     "run_arch",
@@ -187,18 +197,54 @@ def _smoothed_cross_entropy(
     return (1 - smoothing) * plain + smoothing * cross_entropy(logits, labels, 1.0)
 
 
+@flax.struct.dataclass
+class StepOptions:
+    """The train step's recipe knobs, passed as traced scalars: changing them does not
+    recompile. ``mixup`` / ``cutmix`` are the Beta alphas of timm's ``Mixup`` (0 turns each off),
+    applied with probability ``mix_prob``, cutmix chosen with ``switch_prob`` when both are on;
+    the draws come from ``seed`` and the step, so a resumed run draws the same."""
+
+    label_smoothing: jax.typing.ArrayLike = 0.0
+    mixup: jax.typing.ArrayLike = 0.0
+    cutmix: jax.typing.ArrayLike = 0.0
+    mix_prob: jax.typing.ArrayLike = 1.0
+    switch_prob: jax.typing.ArrayLike = 0.5
+    seed: jax.typing.ArrayLike = 0
+
+    @classmethod
+    def from_config(cls, config: TrainConfig) -> StepOptions:
+        """The options of ``config``'s recipe, as float32/uint32 scalars."""
+        return cls(
+            label_smoothing=np.float32(config.label_smoothing),
+            mixup=np.float32(config.mixup),
+            cutmix=np.float32(config.cutmix),
+            mix_prob=np.float32(config.mix_prob),
+            switch_prob=np.float32(0.5),
+            seed=np.uint32(stream_seed(config.seed)),
+        )
+
+
 def train_step(
     state: TrainState,
     images: jax.Array,
     labels: jax.Array,
-    label_smoothing: jax.typing.ArrayLike = 0.0,
+    options: StepOptions | jax.typing.ArrayLike = 0.0,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
     """One optimizer step on a batch; BatchNorm in train mode (batch statistics).
 
-    Returns the new state and the batch's metrics: ``loss``, the mean cross-entropy the step
-    minimised (with ``label_smoothing``, which may be traced: in ``compile_steps`` it is an
-    argument); ``loss_sum``, that mean times the batch size; ``correct`` and ``count``.
+    ``options`` is a ``StepOptions`` (label smoothing, mixup/cutmix), or just the label
+    smoothing. Returns the new state and the batch's metrics: ``loss``, the mean
+    cross-entropy the step minimised; ``loss_sum``, that mean times the batch size;
+    ``correct`` (against the unmixed labels) and ``count``.
     """
+    if not isinstance(options, StepOptions):
+        options = StepOptions(label_smoothing=options)
+    lam = jnp.ones((), jnp.float32)
+    if images.shape[0] % 2 == 0:  # timm mixes even batches only (`TrainConfig` checks)
+        key = jax.random.fold_in(jax.random.key(jnp.asarray(options.seed, jnp.uint32)), state.step)
+        mixing = MixupConfig(options.mixup, options.cutmix, options.mix_prob, options.switch_prob)
+        draw = draw_mix(key, images.shape[1], images.shape[2], mixing)
+        images, lam = mix_images(images, draw), draw.lam
 
     def loss_fn(params: Any) -> tuple[jax.Array, tuple[jax.Array, Any]]:
         logits, updates = state.apply_fn(
@@ -207,7 +253,12 @@ def train_step(
             train=True,
             mutable=["batch_stats"],
         )
-        loss = _smoothed_cross_entropy(logits, labels, label_smoothing)
+        # timm's mixed soft target, lam * y + (1 - lam) * flip(y) (each smoothed), through the
+        # cross-entropy's linearity in the target: at lam = 1 exactly the unmixed loss.
+        smoothing = options.label_smoothing
+        loss = lam * _smoothed_cross_entropy(logits, labels, smoothing) + (
+            1 - lam
+        ) * _smoothed_cross_entropy(logits, labels[::-1], smoothing)
         return loss, (logits, updates["batch_stats"])
 
     (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -225,11 +276,14 @@ def train_step(
 def eval_step(
     state: TrainState, images: jax.Array, labels: jax.Array, weights: jax.Array
 ) -> dict[str, jax.Array]:
-    """Sums of loss and correct predictions over the examples with weight 1 (padding has 0)."""
+    """Sums of loss, correct top-1 and top-5 predictions over the examples with weight 1
+    (padding has 0)."""
     logits = state.apply_fn(state.variables, images, train=False)
     log_probs = jax.nn.log_softmax(logits.astype(jnp.float32))
     nll = -jnp.take_along_axis(log_probs, labels[:, None], axis=-1)[:, 0]
-    return _metrics(logits, labels, weights, jnp.sum(nll * weights))
+    _, top5 = jax.lax.top_k(logits, min(5, logits.shape[-1]))
+    correct5 = jnp.sum(jnp.any(top5 == labels[:, None], axis=-1) * weights)
+    return {**_metrics(logits, labels, weights, jnp.sum(nll * weights)), "correct5": correct5}
 
 
 def make_mesh(devices: list[jax.Device] | None = None) -> Mesh:
@@ -241,14 +295,15 @@ def make_mesh(devices: list[jax.Device] | None = None) -> Mesh:
 class CompiledSteps:
     """The steps jitted for one mesh, and the shardings they expect.
 
-    * ``train(state, images, labels, label_smoothing) -> (state, metrics)``: ``train_step``.
+    * ``train(state, images, labels, options) -> (state, metrics)``: ``train_step``
+      (``options``: a ``StepOptions``, or the label smoothing alone).
       The state is donated: its buffers hold the result, so use only the state it returns.
     * ``eval(state, images, labels, weights) -> metrics``: ``eval_step``.
 
     The state goes in ``replicated`` (``jax.device_put(state, steps.replicated)``); images,
     labels and weights of a global batch in ``batch`` (sharded on ``"data"``: e.g.
-    ``prefetch_to_device(batches, sharding=steps.batch)``, each process giving its
-    ``local_slice``); ``label_smoothing`` is a scalar (a Python float will do).
+    ``seres_jax.data.to_devices(dataset, steps.batch)``, each process giving its share);
+    ``options`` are scalars (a Python float will do for the label smoothing).
     """
 
     train: Callable[..., tuple[TrainState, dict[str, jax.Array]]]
@@ -319,7 +374,17 @@ class TrainConfig:
     schedule: str = "cosine"
     warmup_epochs: float = 1.0
     label_smoothing: float = 0.0
+    mixup: float = 0.0  # timm's Mixup alphas; 0: off
+    cutmix: float = 0.0
+    mix_prob: float = 1.0
     augment: bool | None = None
+    color_jitter: float = 0.0
+    # Image datasets' preprocessing; None: the model's pretrained data config (timm's).
+    image_size: int | None = None
+    crop_pct: float | None = None
+    interpolation: str | None = None
+    skip_bad_images: bool = False
+    workers: int = 0  # grain worker processes (0: threads of the training process)
     precision: str = "fp32"
     seed: int = 0
     log_every: int = 20
@@ -349,6 +414,23 @@ class TrainConfig:
              f"weight_decay must be a finite number >= 0, got {self.weight_decay}"),
             (0 <= self.label_smoothing < 1,
              f"label_smoothing must be in [0, 1), got {self.label_smoothing}"),
+            (finite_at_least_0(self.mixup),
+             f"mixup must be a finite number >= 0, got {self.mixup}"),
+            (finite_at_least_0(self.cutmix),
+             f"cutmix must be a finite number >= 0, got {self.cutmix}"),
+            (0 <= self.mix_prob <= 1, f"mix_prob must be in [0, 1], got {self.mix_prob}"),
+            (self.batch_size % 2 == 0 or not (self.mixup or self.cutmix),
+             f"mixup and cutmix need an even batch size, got {self.batch_size}"),
+            (finite_at_least_0(self.color_jitter),
+             f"color_jitter must be a finite number >= 0, got {self.color_jitter}"),
+            (self.image_size is None or self.image_size >= 1,
+             f"image_size must be >= 1, got {self.image_size}"),
+            (self.crop_pct is None or 0 < self.crop_pct <= 1,
+             f"crop_pct must be in (0, 1], got {self.crop_pct}"),
+            (self.interpolation is None or self.interpolation in INTERPOLATIONS,
+             f"interpolation must be one of {', '.join(INTERPOLATIONS)}, "
+             f"got {self.interpolation!r}"),
+            (self.workers >= 0, f"workers must be >= 0, got {self.workers}"),
             (finite_at_least_0(self.warmup_epochs),
              f"warmup_epochs must be a finite number >= 0, got {self.warmup_epochs}"),
             (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
@@ -375,6 +457,21 @@ class TrainConfig:
         spec = DATASETS.get(self.dataset or "")
         return spec is not None and spec.augment
 
+    def data_options(self) -> DataOptions:
+        """What the run asks of its dataset: augmentation, and for image datasets the model's
+        pretrained data config (``seres_jax.registry.data_config``) with the run's
+        ``image_size``, ``crop_pct`` and ``interpolation`` in its place."""
+        from .registry import data_config
+
+        return DataOptions(
+            augment=self.augments,
+            data_config=data_config(self.model).for_eval(
+                self.image_size, self.crop_pct, self.interpolation
+            ),
+            color_jitter=self.color_jitter,
+            skip_bad_images=self.skip_bad_images,
+        )
+
     def steps(self, num_train: int) -> RunSteps:
         """The run's length in steps over ``num_train`` training images (the one place it is
         computed: ``fit`` and the command line's progress bar both use it)."""
@@ -395,8 +492,9 @@ class TrainConfig:
 def run_arch(config: TrainConfig, channels: int, num_classes: int) -> str:
     """``config.model`` with the input ``channels`` and ``num_classes`` of the data filled in,
     e.g. ``"seresnet_tiny:in_ch=1,num_classes=10"``: the architecture the run trains. A model
-    that names other channels, or fewer classes than the data has, is a ``TrainingError``."""
-    from .registry import MODELS, parse_arch
+    that names other channels, or another number of classes than the data has, is a
+    ``TrainingError``."""
+    from .registry import MODELS, format_arch, parse_arch
 
     if config.model is None:
         raise TrainingError("the run names no model (TrainConfig.model is None)")
@@ -405,11 +503,11 @@ def run_arch(config: TrainConfig, channels: int, num_classes: int) -> str:
     if overrides.get(channels_arg, channels) != channels:
         raise TrainingError(f"--model has {channels_arg}={overrides[channels_arg]}, but "
                             f"{config.dataset} images have {channels} channels")  # fmt: skip
-    if overrides.get("num_classes", num_classes) < num_classes:
+    if overrides.get("num_classes", num_classes) != num_classes:
         raise TrainingError(f"--model has num_classes={overrides['num_classes']}, but "
                             f"{config.dataset} has {num_classes} classes")  # fmt: skip
     full = {channels_arg: channels, "num_classes": num_classes, **overrides}
-    return f"{name}:" + ",".join(f"{k}={v}" for k, v in full.items())
+    return format_arch(name, full)
 
 
 @dataclass
@@ -473,64 +571,61 @@ def init_variables(model: nn.Module, image_shape: tuple[int, ...], seed: int) ->
     return jax.jit(model.init)(key, jnp.zeros((1, *image_shape), jnp.float32))
 
 
-def local_slice(batch: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
-    """This process's share of a global batch: part ``jax.process_index()`` of each array cut
-    into ``jax.process_count()`` (the whole batch on a single host).
-
-    Every process draws the same global batches (same seed) and feeds its share to the compiled
-    steps, whose ``batch`` sharding assembles the shares into one global array.
-    """
-    count, index = jax.process_count(), jax.process_index()
-    return tuple(np.array_split(a, count)[index] for a in batch)
-
-
-def _eval_batches(
-    images: np.ndarray, labels: np.ndarray, batch_size: int
-) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """The whole split in order; the last batch is padded to full size with weight 0."""
-    for start in range(0, len(images), batch_size):
-        x, y = images[start : start + batch_size], labels[start : start + batch_size]
-        weights = np.ones(len(x), np.float32)
-        pad = batch_size - len(x)
-        if pad:
-            x = np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)])
-            y = np.concatenate([y, np.zeros(pad, y.dtype)])
-            weights = np.concatenate([weights, np.zeros(pad, np.float32)])
-        yield x, y, weights
-
-
 def evaluate(
-    steps: CompiledSteps, state: TrainState, images: np.ndarray, labels: np.ndarray, batch: int
+    steps: CompiledSteps,
+    state: TrainState,
+    splits: Splits,
+    batch_size: int,
+    *,
+    split: str = "val",
+    workers: int = 0,
+    on_batch: Callable[[int], None] | None = None,
 ) -> dict[str, float]:
-    """Loss and accuracy over a whole split (eval mode, running statistics)."""
+    """Loss, top-1 and top-5 accuracy over a whole split (eval mode, running statistics), the
+    image count and the images/s; ``on_batch(batch_size)`` is called after each batch."""
     totals: list[dict[str, jax.Array]] = []
-    batches = (local_slice(b) for b in _eval_batches(images, labels, batch))
-    for x, y, w in prefetch_to_device(batches, sharding=steps.batch):
-        totals.append(steps.eval(state, x, y, w))
+    batches = to_devices(
+        eval_dataset(splits, batch_size, split), steps.batch, workers=workers,
+        mean=splits.mean, std=splits.std,
+    )  # fmt: skip
+    start = time.perf_counter()
+    iterator = iter(batches)
+    try:
+        for x, y, w in iterator:
+            totals.append(steps.eval(state, x, y, w))
+            if on_batch is not None:  # the batch's size: fetching its weights would stall
+                on_batch(batch_size)
+    finally:
+        iterator.close()
     summed = jax.device_get(jax.tree.map(lambda *a: sum(a), *totals))
+    seconds = time.perf_counter() - start
     count = float(summed["count"])
-    return {"loss": float(summed["loss_sum"]) / count, "acc": float(summed["correct"]) / count}
+    return {
+        "loss": float(summed["loss_sum"]) / count,
+        "acc": float(summed["correct"]) / count,
+        "acc5": float(summed["correct5"]) / count,
+        "count": count,
+        "images_per_s": count / seconds,
+    }
 
 
 def evaluate_variables(
     model: nn.Module,
     variables: Any,
-    images: np.ndarray,
-    labels: np.ndarray,
+    splits: Splits,
     batch_size: int,
     mesh: Mesh | None = None,
+    **kwargs: Any,
 ) -> dict[str, float]:
-    """``evaluate`` for weights outside a training state (e.g. a converted checkpoint)."""
+    """``evaluate`` for weights outside a training state (e.g. a converted checkpoint);
+    ``kwargs`` go to ``evaluate``."""
     steps = compile_steps(mesh or make_mesh())
     if batch_size % steps.batch.mesh.size:
         raise TrainingError(
             f"batch size {batch_size} is not divisible by the {steps.batch.mesh.size} devices"
         )
     state = TrainState.create(model.apply, variables, optax.identity())
-    return evaluate(steps, jax.device_put(state, steps.replicated), images, labels, batch_size)
-
-
-# --------------------------------------------------------------------------- work directory
+    return evaluate(steps, jax.device_put(state, steps.replicated), splits, batch_size, **kwargs)
 
 
 def _is_run_file(path: Path) -> bool:
@@ -770,6 +865,7 @@ class _Checkpoints:
         handlers = {
             "default": ocp.StandardCheckpointHandler(),
             "epoch": ocp.JsonCheckpointHandler(),
+            "data": grain.PyGrainCheckpointHandler(),  # one file per process
         }
         self.manager = ocp.CheckpointManager(
             directory.absolute(), item_handlers=handlers, options=options
@@ -778,19 +874,40 @@ class _Checkpoints:
     def latest(self) -> int | None:
         return self.manager.latest_step()
 
-    def save(self, state: TrainState, epoch_totals: np.ndarray) -> None:
+    def save(self, state: TrainState, epoch_totals: np.ndarray, data: Any, data_from: int) -> None:
+        """The state, the epoch's sums and ``data``, the grain iterator's position in the
+        stream of batches from step ``data_from`` on."""
         args = self._ocp.args
+        sums = {"totals": [float(t) for t in epoch_totals], "data_from": data_from}
         self.manager.save(
             int(jax.device_get(state.step)),
             args=args.Composite(
                 default=args.StandardSave(state),
-                epoch=args.JsonSave({"totals": [float(t) for t in epoch_totals]}),
+                epoch=args.JsonSave(sums),
+                data=grain.PyGrainCheckpointSave(data),
             ),
         )
 
-    def restore(self, template: TrainState) -> tuple[TrainState, np.ndarray | None] | None:
-        """The newest readable checkpoint's state and epoch sums (``None`` in a checkpoint of
-        an earlier seres, which saved the state alone); ``None`` if there is none.
+    def restore_data(self, step: int, iterator: Any) -> bool:
+        """Move ``iterator`` to where checkpoint ``step``'s data iterator was; ``False`` if
+        the checkpoint holds none (an earlier seres) or one it cannot take (another
+        worker count)."""
+        if not (self.directory / str(step) / "data").is_dir():
+            return False
+        try:
+            self.manager.restore(
+                step, args=self._ocp.args.Composite(data=grain.PyGrainCheckpointRestore(iterator))
+            )
+        except Exception as err:  # grain raises several kinds for a state of another shape
+            logger.warning("cannot restore the data iterator of checkpoint step %s (%s): "
+                           "reading on from that step's position", step, _reason(err))  # fmt: skip
+            return False
+        return True
+
+    def restore(self, template: TrainState) -> tuple[TrainState, np.ndarray | None, int] | None:
+        """The newest readable checkpoint's state, epoch sums (``None`` in a checkpoint of an
+        earlier seres, which saved the state alone) and the step its data iterator started
+        from; ``None`` if there is none.
 
         Unreadable newer checkpoints are set aside, with a warning: the run goes on from an
         older one and writes those steps again. One of another model is a ``TrainingError``,
@@ -814,17 +931,15 @@ class _Checkpoints:
                 items["epoch"] = args.JsonRestore()
             try:
                 restored = self.manager.restore(step, args=args.Composite(**items))
-                totals = (
-                    np.array(restored["epoch"]["totals"], np.float64).reshape(3)
-                    if has_sums
-                    else None
-                )
+                epoch = restored["epoch"] if has_sums else {}
+                totals = np.array(epoch["totals"], np.float64).reshape(3) if has_sums else None
+                data_from = int(epoch.get("data_from", 0))
             except Exception as err:
                 unreadable.append((step, _reason(err)))
                 continue
             if unreadable:
                 self._set_aside(unreadable, resumed_from=step)
-            return restored["default"], totals
+            return restored["default"], totals, data_from
         if unreadable:
             step, reason = unreadable[0]
             raise TrainingError(
@@ -914,7 +1029,7 @@ def _diverged(what: str, step: int, checkpoints: _Checkpoints | None) -> Diverge
 
 def fit(
     model: nn.Module,
-    dataset: Dataset,
+    dataset: Dataset | Splits,
     config: TrainConfig,
     *,
     variables: Any = None,
@@ -927,6 +1042,9 @@ def fit(
 ) -> TrainResult:
     """Train ``model`` on ``dataset`` with ``config``; returns the final state and history.
 
+    ``dataset`` is ``Splits`` (``seres_jax.data.load_dataset``) or an in-memory ``Dataset``
+    (augmented with pad-crop-flip if ``config.augments``); it is read through grain
+    (``seres_jax.data.pipeline``) with ``config.workers`` worker processes.
     ``variables`` (default: a fresh seeded init) are the starting weights, e.g. converted from
     PyTorch. With ``workdir``, checkpoints go to ``workdir/checkpoints`` and one JSON line per
     epoch to ``workdir/metrics.jsonl``. A ``workdir`` holding a previous run is refused unless
@@ -948,12 +1066,14 @@ def fit(
     # Resolved, so that config.json says what ran.
     config = dataclasses.replace(config, dataset=dataset.name)
     config = dataclasses.replace(config, augment=config.augments)
-    channels, classes = dataset.image_shape[-1], dataset.num_classes
+    splits = (
+        dataset if isinstance(dataset, Splits) else splits_from_arrays(dataset, config.augments)
+    )
+    channels, classes = splits.image_shape[-1], splits.num_classes
     arch = run_arch(config, channels, classes) if config.model is not None else None
-    if dataset.train_images.shape[0] < config.batch_size:
+    if len(splits.train) < config.batch_size:
         raise TrainingError(
-            f"batch size {config.batch_size} exceeds the {dataset.train_images.shape[0]} "
-            "training images"
+            f"batch size {config.batch_size} exceeds the {len(splits.train)} training images"
         )
     if resume and workdir is None:
         raise TrainingError("resume needs a workdir holding the checkpoints")
@@ -963,19 +1083,24 @@ def fit(
     changes = _check_resumable(workdir, config, override) if workdir and resume else {}
     # metrics.jsonl, earlier runs included
     records = read_metrics(workdir) if resume and workdir is not None else []
-    run = config.steps(dataset.train_images.shape[0])
+    run = config.steps(len(splits.train))
     steps_per_epoch, last_step = run.per_epoch, run.last
 
     model = model.clone(dtype=PRECISIONS[config.precision])
     if variables is None:
-        variables = init_variables(model, dataset.image_shape, config.seed)
+        variables = init_variables(model, splits.image_shape, config.seed)
     else:
         # The state is donated to every step: never hand the caller's buffers to it.
         variables = jax.tree.map(lambda a: jnp.array(a, copy=True), variables)
     tx, schedule = optim.build(config, run.total, run.per_epoch)
     steps = compile_steps(mesh)
     state = jax.device_put(TrainState.create(model.apply, variables, tx), steps.replicated)
-    smoothing = jax.device_put(np.float32(config.label_smoothing), steps.replicated)
+    options = jax.device_put(StepOptions.from_config(config), steps.replicated)
+    batches = train_dataset(splits, config.batch_size, config.seed)
+
+    def read_from(position: int) -> Any:
+        return iter(to_devices(batches[position:], steps.batch, workers=config.workers,
+                               mean=splits.mean, std=splits.std))  # fmt: skip
 
     checkpoints = None
     tally = _Tally(np.zeros(3))
@@ -985,8 +1110,9 @@ def fit(
         workdir.mkdir(parents=True, exist_ok=True)
         checkpoints = _Checkpoints(workdir / CHECKPOINT_DIR, config.keep)
     history: list[dict[str, Any]] = []
-    augment = random_crop_flip if config.augments else None
     start_time = time.perf_counter()
+    data_from = 0  # where the iterator's stream starts: its state counts from there
+    iterator = read_from(data_from)
     try:
         if checkpoints is not None and resume:
             restored = checkpoints.restore(state)
@@ -996,6 +1122,15 @@ def fit(
                 state = jax.device_put(restored[0], steps.replicated)
                 tally.epoch = np.zeros(3) if restored[1] is None else restored[1]
             resumed_at = int(jax.device_get(state.step))
+            if restored is not None:
+                iterator.close()
+                data_from = restored[2]
+                iterator = read_from(data_from)
+                if not checkpoints.restore_data(resumed_at, iterator):
+                    # The stream is random access: the same batches from the step on.
+                    iterator.close()
+                    data_from = resumed_at
+                    iterator = read_from(data_from)
             if restored is not None and restored[1] is None and resumed_at % steps_per_epoch:
                 logger.warning(
                     "checkpoint step %d in %s holds no epoch sums (written by an earlier "
@@ -1009,64 +1144,55 @@ def fit(
         step = int(jax.device_get(state.step))
         if workdir is not None:
             _write_run_config(workdir, config, arch, changes, step)
+        tally.new_window()
         while step < last_step:
-            epoch, skip = divmod(step, steps_per_epoch)
-            epoch_end = min((epoch + 1) * steps_per_epoch, last_step)
-            batches = iterate_batches(
-                dataset.train_images, dataset.train_labels, config.batch_size,
-                shuffle=True, seed=config.seed, epoch=epoch, augment=augment,
-            )  # fmt: skip
-            # Replaying the epoch's first `skip` batches keeps the augmentation draws aligned.
-            for _ in range(skip):
-                next(batches)
-            tally.new_window()
-            local = (local_slice(b) for b in batches)
-            for x, y in prefetch_to_device(
-                (b for _, b in zip(range(epoch_end - step), local, strict=False)),
-                sharding=steps.batch,
-            ):
-                state, metrics = steps.train(state, x, y, smoothing)
-                step += 1
-                tally.pending.append(metrics)
-                log = (step - epoch * steps_per_epoch) % config.log_every == 0 or step == epoch_end
-                save = checkpoints is not None and (
-                    step == last_step
-                    or (config.checkpoint_every > 0 and step % config.checkpoint_every == 0)
-                )
-                if not (log or save):
-                    continue
-                # Fetched before every checkpoint too, so a diverged state is never saved.
-                bad = tally.drain(step)
-                if bad is not None:
-                    raise _diverged(f"non-finite loss at step {bad}", bad, checkpoints)
-                if log:
-                    if on_log:
-                        record = _rates(tally.window, time.perf_counter() - tally.window_start)
-                        record.update(epoch=epoch, step=step, lr=float(schedule(step - 1)))
-                        on_log({"kind": "progress", **record})
-                    tally.new_window()
-                if not (save or step == epoch_end):
-                    continue
-                if not bool(_all_finite((state.params, state.batch_stats, state.opt_state))):
-                    raise _diverged(f"non-finite weights after step {step}", step, checkpoints)
-                if step == epoch_end:
-                    record = _epoch_record(steps, state, dataset, config, epoch, step, tally)
-                    if not math.isfinite(record["val_loss"]):
-                        raise _diverged(
-                            f"non-finite validation loss after step {step}", step, checkpoints
-                        )
-                    record["elapsed_s"] = time.perf_counter() - start_time
-                    history.append(record)
-                    if workdir is not None:
-                        records = [r for r in records if r["epoch"] != epoch] + [record]
-                        _write_metrics(workdir / METRICS_FILE, records)
-                    if step % steps_per_epoch == 0:
-                        tally.epoch = np.zeros(3)
-                    if on_log:
-                        on_log(record)
-                if save and checkpoints is not None:
-                    checkpoints.save(state, tally.epoch)
+            x, y = next(iterator)
+            state, metrics = steps.train(state, x, y, options)
+            step += 1
+            tally.pending.append(metrics)
+            epoch = (step - 1) // steps_per_epoch
+            epoch_end = step % steps_per_epoch == 0 or step == last_step
+            log = (step - epoch * steps_per_epoch) % config.log_every == 0 or epoch_end
+            save = checkpoints is not None and (
+                step == last_step
+                or (config.checkpoint_every > 0 and step % config.checkpoint_every == 0)
+            )
+            if not (log or save):
+                continue
+            # Fetched before every checkpoint too, so a diverged state is never saved.
+            bad = tally.drain(step)
+            if bad is not None:
+                raise _diverged(f"non-finite loss at step {bad}", bad, checkpoints)
+            if log:
+                if on_log:
+                    record = _rates(tally.window, time.perf_counter() - tally.window_start)
+                    record.update(epoch=epoch, step=step, lr=float(schedule(step - 1)))
+                    on_log({"kind": "progress", **record})
+                tally.new_window()
+            if not (save or epoch_end):
+                continue
+            if not bool(_all_finite((state.params, state.batch_stats, state.opt_state))):
+                raise _diverged(f"non-finite weights after step {step}", step, checkpoints)
+            if epoch_end:
+                record = _epoch_record(steps, state, splits, config, epoch, step, tally)
+                if not math.isfinite(record["val_loss"]):
+                    raise _diverged(
+                        f"non-finite validation loss after step {step}", step, checkpoints
+                    )
+                record["elapsed_s"] = time.perf_counter() - start_time
+                history.append(record)
+                if workdir is not None:
+                    records = [r for r in records if r["epoch"] != epoch] + [record]
+                    _write_metrics(workdir / METRICS_FILE, records)
+                if step % steps_per_epoch == 0:
+                    tally.epoch = np.zeros(3)
+                if on_log:
+                    on_log(record)
+                tally.new_window()
+            if save and checkpoints is not None:
+                checkpoints.save(state, tally.epoch, iterator, data_from)
     finally:
+        iterator.close()
         if checkpoints:
             checkpoints.close()
     return TrainResult(state, history, time.perf_counter() - start_time)
@@ -1075,14 +1201,14 @@ def fit(
 def _epoch_record(
     steps: CompiledSteps,
     state: TrainState,
-    dataset: Dataset,
+    splits: Splits,
     config: TrainConfig,
     epoch: int,
     step: int,
     tally: _Tally,
 ) -> dict[str, Any]:
     train = _rates(tally.epoch, 0.0)
-    val = evaluate(steps, state, dataset.test_images, dataset.test_labels, config.batch_size)
+    val = evaluate(steps, state, splits, config.batch_size)
     return {
         "kind": "epoch",
         "epoch": epoch,
@@ -1091,6 +1217,7 @@ def _epoch_record(
         "train_acc": train["acc"],
         "val_loss": val["loss"],
         "val_acc": val["acc"],
+        "val_acc5": val["acc5"],
     }
 
 

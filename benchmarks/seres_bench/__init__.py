@@ -1,6 +1,8 @@
 """seres_bench: the benchmark behind ``benchmarks/bench.py`` — the Flax SE-ResNets under
 ``jax.jit`` against the PyTorch twins (eager and ``torch.compile``), JAX's first step with a
-cold and a warm persistent compilation cache, and the weight converter against a plain copy.
+cold and a warm persistent compilation cache, the weight converter against a plain copy, and on
+an image folder the training input pipeline against a torch ``DataLoader`` and ``seres eval``
+against ``seres_torch``.
 
 The package owns the measurement protocol and its report, nothing else: the models, the train
 step and the optimizers come from ``seres_jax`` / ``seres_torch`` unchanged.
@@ -8,7 +10,7 @@ step and the optimizers come from ``seres_jax`` / ``seres_torch`` unchanged.
 * **What is timed.** Per configuration and implementation: training-step throughput (forward,
   loss, backward, SGD update), inference throughput (eval mode), the first call of each (the
   compilation included), and peak memory. The data is fixed synthetic data already on the
-  device, so the input pipeline is not measured.
+  device, so the input pipeline is not measured there; the data benchmarks measure it apart.
 * **Protocol.** First call, timed alone; ``--warmup`` untimed steps; then ``--repeats``
   repetitions of ``--steps`` steps, synchronised (``jax.block_until_ready``,
   ``torch.cuda.synchronize``) only at the end of each repetition; the median repetition gives
@@ -29,6 +31,10 @@ One module per job:
 | ``torch_runner`` | the PyTorch steps, eager or under ``torch.compile`` |
 | ``compile_cache`` | JAX's first step with a cold and a warm persistent compilation cache |
 | ``converter`` | the weight converter against a plain copy |
+| ``photo_folder`` | the data benchmarks' image folder of real-photo JPEGs |
+| ``input_pipeline`` | a training loader's images/s: seres' grain pipeline or a torch DataLoader |
+| ``eval_speed`` | one framework's evaluation speed on the folder, end to end and model only |
+| ``data_bench`` | the data benchmarks' run, results, ratios and Markdown sections |
 | ``machine`` | the host and the library versions |
 | ``worker`` | the child processes: both ends of the one-JSON-line protocol |
 | ``report`` | the results' entries, ratios and the Markdown report |

@@ -25,6 +25,7 @@ from .configs import (
     QUICK,
     WEIGHT_DECAY,
 )
+from .data_bench import data_markdown, run_data_benchmarks
 from .machine import loadavg, machine_info, versions
 from .report import add_ratios, empty_entry, fill_compile_cache, fill_entry, render_markdown
 from .worker import run_worker, worker_env, worker_main
@@ -60,7 +61,8 @@ def _positive(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Throughput, first-call time and peak memory of the seres SE-ResNets in "
-        "JAX, PyTorch eager and torch.compile, and the weight converter's speed.",
+        "JAX, PyTorch eager and torch.compile, the weight converter's speed, and on an image "
+        "folder the input pipeline against a torch DataLoader and seres eval against seres_torch.",
     )
     parser.add_argument(
         "--configs",
@@ -110,6 +112,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--skip-compile-cache",
         action="store_true",
         help="skip JAX's first step with a cold and a warm persistent compilation cache",
+    )
+    parser.add_argument("--skip-models", action="store_true", help="skip the model configurations")
+    parser.add_argument(
+        "--skip-pipeline",
+        action="store_true",
+        help="skip the input pipeline against a torch DataLoader",
+    )
+    parser.add_argument(
+        "--skip-eval", action="store_true", help="skip seres eval against seres_torch"
     )
     parser.add_argument("--seed", type=int, default=0, help="synthetic data and init seed")
     parser.add_argument(
@@ -162,7 +173,7 @@ def run_benchmarks(args: argparse.Namespace) -> dict[str, Any]:
         "configs": {},
     }
     with tempfile.TemporaryDirectory(prefix="seres-bench-") as tmp:
-        for name in args.configs:
+        for name in [] if args.skip_models else args.configs:
             config = CONFIGS[name]
             batch = min(config.batch, QUICK["batch"]) if args.quick else config.batch
             steps = QUICK["steps"] if args.quick else (args.steps or config.steps)
@@ -233,6 +244,19 @@ def run_benchmarks(args: argparse.Namespace) -> dict[str, Any]:
                     entry["memcpy_mb_s"] = shared["memcpy_mb_s"]
             else:
                 _log(f"[convert] error: {conv['fatal'].splitlines()[0]}")
+        if not (args.skip_pipeline and args.skip_eval):
+            run_data_benchmarks(
+                results,
+                pipeline=not args.skip_pipeline,
+                evaluation=not args.skip_eval,
+                quick=args.quick,
+                repeats=repeats,
+                device=args.device,
+                seed=args.seed,
+                timeout=args.timeout,
+                tmp=Path(tmp),
+                log=_log,
+            )
     machine["loadavg_end"] = loadavg()
     return results
 
@@ -255,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker is not None:
         return worker_main(args.worker)
     results = run_benchmarks(args)
-    markdown = render_markdown(results)
+    markdown = render_markdown(results) + data_markdown(results)
     for path, text in (
         (args.json, json.dumps(results, indent=2) + "\n"),
         (args.markdown, markdown),

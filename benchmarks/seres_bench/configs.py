@@ -4,6 +4,7 @@ recipe both frameworks run, and the converter's model."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 IMPLS: tuple[str, ...] = ("jax", "torch_eager", "torch_compile")
 DEVICES: tuple[str, ...] = ("cpu", "gpu", "tpu")
@@ -40,3 +41,33 @@ CONFIGS: dict[str, BenchConfig] = {
 DEFAULT_CONFIGS = ("tiny", "wide")
 
 QUICK = {"repeats": 1, "steps": 2, "warmup": 1, "batch": 8}
+
+# The data benchmarks, on an image folder of ~500x375 JPEGs (``photo_folder``): the training
+# loader at each worker count against a torch DataLoader, the JAX training step it feeds
+# (synthetic data, as the configurations above), and ``seres eval`` against seres_torch with one
+# loader worker each. Sized for ~5 minutes on 2 CPU cores.
+DATA: dict[str, Any] = {
+    "arch": "seresnet18",
+    "image_size": 224,
+    "train_images": 256,
+    "val_images": 128,
+    "loader_workers": (1, 2),
+    "loader_batch": 32,
+    "loader_warmup": 2,
+    "loader_batches": 8,
+    "step_batch": 16,
+    "step_steps": 2,
+    "eval_batch": 32,
+    "eval_workers": 1,
+}
+# --quick: the same measurements, tiny.
+DATA_QUICK: dict[str, Any] = DATA | {
+    "train_images": 32,
+    "val_images": 16,
+    "loader_batch": 8,
+    "loader_warmup": 1,
+    "loader_batches": 2,
+    "step_batch": 8,
+    "step_steps": 1,
+    "eval_batch": 8,
+}

@@ -15,6 +15,8 @@ from typing import Any
 
 from .compile_cache import cache_worker
 from .converter import convert_worker
+from .eval_speed import eval_worker
+from .input_pipeline import pipeline_worker
 from .jax_runner import jax_runners
 from .measure import error_text, maxrss_mib, measure
 from .torch_runner import torch_runners
@@ -60,6 +62,8 @@ WORKERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "model": model_worker,
     "convert": convert_worker,
     "compile_cache": cache_worker,
+    "pipeline": pipeline_worker,
+    "eval": eval_worker,
 }
 
 

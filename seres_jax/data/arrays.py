@@ -1,43 +1,24 @@
-"""Host-side data pipeline for the JAX training code.
-
-Owns dataset loading (scikit-learn's bundled 8x8 digits, the CIFAR-10 binary release,
-synthetic noise for benchmarks), per-channel normalisation, the standard CIFAR
-pad-crop-flip augmentation, reproducible epoch batching and prefetching to the device, and
-``DATASETS``: each name's loader and the defaults a run derives from it (input channels,
-classes, whether to augment).
-Everything up to ``prefetch_to_device`` is plain NumPy so that it never touches the
-accelerator and never imports torch.
+"""The datasets that fit in host memory as one array: scikit-learn's bundled 8x8 digits, the
+CIFAR-10 binary release and synthetic noise for benchmarks, normalised per channel. Plain
+NumPy: ``seres_jax.data.pipeline`` reads them through grain like any other source.
 """
 
 from __future__ import annotations
 
-import collections
-import itertools
 import os
-from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import jax
 import numpy as np
 
 __all__ = [
     "CIFAR10_MEAN",
     "CIFAR10_STD",
-    "DATASETS",
-    "DATASET_NAMES",
     "DataError",
     "Dataset",
-    "DatasetSpec",
-    "dataset_spec",
-    "iterate_batches",
     "load_cifar10",
-    "load_dataset",
     "load_digits",
     "load_synthetic",
-    "prefetch_to_device",
-    "random_crop_flip",
 ]
 
 CIFAR10_MEAN: tuple[float, float, float] = (0.4914, 0.4822, 0.4465)
@@ -249,173 +230,3 @@ def load_synthetic(
         mean=(0.0,) * channels,
         std=(1.0,) * channels,
     )
-
-
-def _load_cifar10(data_dir: str | os.PathLike[str] | None, seed: int, **kwargs: Any) -> Dataset:
-    del seed  # a fixed split
-    if data_dir is None:
-        raise DataError(
-            f"cifar10: data_dir is required (a directory holding {_CIFAR_SUBDIR} or its .bin files)"
-        )
-    return load_cifar10(data_dir, **kwargs)
-
-
-@dataclass(frozen=True)
-class DatasetSpec:
-    """A named dataset: ``load(data_dir, seed, **kwargs)``, and what a run derives from it
-    (the model's input ``channels`` and ``num_classes``, ``augment`` by default)."""
-
-    load: Callable[..., Dataset]
-    channels: int
-    num_classes: int
-    augment: bool
-
-
-DATASETS: dict[str, DatasetSpec] = {
-    "digits": DatasetSpec(
-        lambda data_dir, seed, **kw: load_digits(seed=seed, **kw), channels=1, num_classes=10,
-        augment=False,
-    ),
-    "cifar10": DatasetSpec(
-        _load_cifar10, _CIFAR_CHANNELS, _CIFAR_CLASSES, augment=True
-    ),
-    "synthetic": DatasetSpec(
-        lambda data_dir, seed, **kw: load_synthetic(seed=seed, **kw), channels=3, num_classes=10,
-        augment=False,
-    ),
-}  # fmt: skip
-DATASET_NAMES: tuple[str, ...] = tuple(DATASETS)
-
-
-def dataset_spec(name: str) -> DatasetSpec:
-    """The ``DATASETS`` entry of ``name``; a ``DataError`` naming the known ones otherwise."""
-    if name not in DATASETS:
-        raise DataError(f"unknown dataset {name!r}; valid names: {', '.join(DATASET_NAMES)}")
-    return DATASETS[name]
-
-
-def load_dataset(
-    name: str, data_dir: str | os.PathLike[str] | None = None, seed: int = 0, **kwargs: Any
-) -> Dataset:
-    """Loads a dataset by name: one of ``DATASET_NAMES``.
-
-    ``seed`` feeds the digits split and the synthetic generator; CIFAR-10 has a fixed
-    split and ignores it. Extra keyword arguments go to the specific loader.
-    """
-    return dataset_spec(name).load(data_dir, seed, **kwargs)
-
-
-def random_crop_flip(images: np.ndarray, rng: np.random.Generator, pad: int = 4) -> np.ndarray:
-    """Standard CIFAR augmentation on an NHWC batch: pad, random crop, random h-flip.
-
-    Each image is zero-padded by ``pad`` on every spatial side (zero is the dataset mean
-    in normalised space), cropped back to H x W at an offset drawn uniformly from
-    ``[0, 2 * pad]`` per axis, and mirrored left-right with probability 0.5. Draws from
-    ``rng`` in a fixed order (row offsets, column offsets, flips), so a seeded
-    generator reproduces the batch exactly.
-    """
-    if images.ndim != 4:
-        raise DataError(f"random_crop_flip expects an NHWC batch, got shape {images.shape}")
-    if pad < 0:
-        raise DataError(f"random_crop_flip: pad must be >= 0, got {pad}")
-    num, height, width, _ = images.shape
-    padded = np.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-    row_offsets = rng.integers(0, 2 * pad + 1, size=(num,))
-    col_offsets = rng.integers(0, 2 * pad + 1, size=(num,))
-    flips = rng.random(size=(num,)) < 0.5
-
-    rows = row_offsets[:, None] + np.arange(height)
-    cols = col_offsets[:, None] + np.arange(width)
-    # A flip is the crop's column indices read right to left.
-    cols = np.where(flips[:, None], cols[:, ::-1], cols)
-    batch = np.arange(num)[:, None, None]
-    return padded[batch, rows[:, :, None], cols[:, None, :]]
-
-
-def iterate_batches(
-    images: np.ndarray,
-    labels: np.ndarray,
-    batch_size: int,
-    *,
-    shuffle: bool,
-    seed: int,
-    epoch: int = 0,
-    drop_remainder: bool = True,
-    augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None,
-) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """One epoch of ``(images, labels)`` batches.
-
-    All randomness (the permutation, then ``augment``'s draws batch by batch) comes from
-    ``np.random.default_rng((seed, epoch))``, so a run resumed at ``epoch`` sees exactly
-    the batches the original run saw. ``seed`` and ``epoch`` must be non-negative.
-    Arguments are validated here, before the first batch is requested.
-    """
-    num = images.shape[0]
-    if labels.shape[:1] != (num,):
-        raise DataError(f"iterate_batches: {num} images but labels have shape {labels.shape}")
-    if batch_size < 1:
-        raise DataError(f"iterate_batches: batch_size must be >= 1, got {batch_size}")
-    if drop_remainder and batch_size > num:
-        raise DataError(
-            f"iterate_batches: batch_size {batch_size} exceeds the {num} examples and "
-            "drop_remainder=True would yield no batches"
-        )
-    rng = np.random.default_rng((seed, epoch))
-    order = rng.permutation(num) if shuffle else np.arange(num)
-    stop = num - num % batch_size if drop_remainder else num
-    return _batches(images, labels, order, batch_size, stop, rng, augment)
-
-
-def _batches(
-    images: np.ndarray,
-    labels: np.ndarray,
-    order: np.ndarray,
-    batch_size: int,
-    stop: int,
-    rng: np.random.Generator,
-    augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None,
-) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    for start in range(0, stop, batch_size):
-        index = order[start : start + batch_size]
-        batch = images[index]
-        yield (batch if augment is None else augment(batch, rng)), labels[index]
-
-
-def prefetch_to_device(
-    iterator: Iterable[tuple[np.ndarray, ...]],
-    size: int = 2,
-    sharding: jax.sharding.Sharding | None = None,
-) -> Iterator[tuple[jax.Array, ...]]:
-    """Yields the batches of ``iterator`` as device arrays, keeping ``size`` in flight.
-
-    ``jax.device_put`` dispatches asynchronously, so queueing transfers ahead of the
-    consumer lets host-side batching overlap with device compute. ``sharding=None``
-    places batches on the default device; with a sharding, each array is this process's
-    part of a global array laid out by it (on a single host: the whole batch).
-    """
-    if size < 1:
-        raise DataError(f"prefetch_to_device: size must be >= 1, got {size}")
-    return _prefetch(iter(iterator), size, sharding)
-
-
-def _prefetch(
-    source: Iterator[tuple[np.ndarray, ...]],
-    size: int,
-    sharding: jax.sharding.Sharding | None,
-) -> Iterator[tuple[jax.Array, ...]]:
-    queue: collections.deque[tuple[jax.Array, ...]] = collections.deque()
-
-    def put(batch: tuple[np.ndarray, ...]) -> tuple[jax.Array, ...]:
-        if sharding is None:
-            return jax.device_put(batch)
-        # Each process holds its own slice of the global batch (all of it on one host).
-        return tuple(jax.make_array_from_process_local_data(sharding, a) for a in batch)
-
-    def enqueue(count: int) -> None:
-        for batch in itertools.islice(source, count):
-            queue.append(put(batch))
-
-    enqueue(size)
-    while queue:
-        yield queue.popleft()
-        enqueue(1)

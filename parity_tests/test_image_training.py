@@ -1,0 +1,207 @@
+"""The zoo trained end to end on image files: ``seres train`` on an image folder of real
+photographs (grain workers, RandomResizedCrop, colour jitter, mixup and cutmix), killed and
+resumed to the uninterrupted run's weights bit for bit, ``seres eval --torch``, the export;
+8 devices against 1 on an image folder; bad image data as one error line."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from parity_tests.helpers import HAVE_TORCH, KILLABLE, one_error_line
+from parity_tests.photos import make_image_folder
+from seres_cli.main import main
+from seres_jax.formats import load_checkpoint
+from seres_jax.train import read_metrics
+
+# A reduced-width seresnet18 (timm's layout and stem), one block a stage.
+ARCH = "seresnet18:channels=8-16-32-64,layers=1-1-1-1"
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # 3 classes: 24 training images (3 steps an epoch at batch 8), 12 validation images.
+    return make_image_folder(tmp_path_factory.mktemp("photos"), classes=3, per_class=8,
+                             val_per_class=4)  # fmt: skip
+
+
+def _train_argv(folder: Path) -> list[str]:
+    return ["train", "--model", ARCH, "--dataset", "imagefolder", "--data-dir", str(folder),
+            "--image-size", "32", "--batch-size", "8", "--epochs", "2", "--workers", "2",
+            "--color-jitter", "0.4", "--mixup", "0.2", "--cutmix", "1.0",
+            "--label-smoothing", "0.1", "--checkpoint-every", "2", "--log-every", "1",
+            "--no-progress"]  # fmt: skip
+
+
+@pytest.mark.skipif(not HAVE_TORCH, reason="seres eval --torch and the export need PyTorch")
+def test_zoo_model_on_an_image_folder_killed_resumed_evaluated_exported(folder, tmp_path, capsys):
+    argv = _train_argv(folder)
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    export = tmp_path / "model.safetensors"
+    assert main([*argv, "--workdir", str(straight), "--export", str(export)]) == 0
+
+    env = {**os.environ, "JAX_PLATFORMS": "cpu",
+           "JAX_COMPILATION_CACHE_DIR": jax.config.jax_compilation_cache_dir}  # fmt: skip
+    command = [sys.executable, "-c", KILLABLE, "checkpoint", "2", *argv, "--workdir", str(killed)]
+    proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+    # Killed right after the checkpoint of step 4, mid-epoch 2, with worker processes running.
+    assert sorted(int(p.name) for p in (killed / "checkpoints").iterdir()) == [2, 4]
+    assert (killed / "checkpoints" / "4" / "data").is_dir()  # the grain iterator's position
+    assert main([*argv, "--workdir", str(killed), "--resume"]) == 0
+
+    # The same samples and augmentation draws (crops, flips, jitter, mixup): the same weights.
+    a = load_checkpoint(straight / "checkpoints").to_variables()
+    b = load_checkpoint(killed / "checkpoints").to_variables()
+    jax.tree.map(np.testing.assert_array_equal, a, b)
+    drop = {"elapsed_s"}
+    assert [{k: v for k, v in r.items() if k not in drop} for r in read_metrics(straight)] == [
+        {k: v for k, v in r.items() if k not in drop} for r in read_metrics(killed)
+    ]
+
+    capsys.readouterr()
+    report = tmp_path / "eval.json"
+    assert main(["eval", str(killed), "--torch", "--json", str(report), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "top-1" in out and "identical argmax on 100.00% of 12 images" in out, out
+    result = json.loads(report.read_text())
+    assert result["jax"]["count"] == 12
+    assert result["torch"]["agreement"] == 1.0
+    assert result["torch"]["max_logit_diff"] < 1e-4
+    assert result["torch"]["jax_top1"] == pytest.approx(result["jax"]["acc"])
+
+    import safetensors.torch
+
+    from seres_jax.registry import build_torch
+
+    torch_model = build_torch(f"{ARCH},num_classes=3")
+    torch_model.load_state_dict(safetensors.torch.load_file(str(export)), strict=True)
+
+
+EIGHT_VS_ONE = textwrap.dedent(
+    """
+    import json, sys, tempfile
+    from pathlib import Path
+    import jax, numpy as np
+    from parity_tests.photos import make_image_folder
+    from seres_jax.data import load_dataset
+    from seres_jax.parity import relative_error
+    from seres_jax.registry import build_flax
+    from seres_jax.train import TrainConfig, fit, make_mesh, run_arch
+
+    root = make_image_folder(Path(tempfile.mkdtemp()), classes=3, per_class=8, val_per_class=4)
+    config = TrainConfig(model=sys.argv[1], dataset="imagefolder", data_dir=str(root),
+                         image_size=32, batch_size=8, epochs=2, lr=0.05, color_jitter=0.4,
+                         mixup=0.2, cutmix=1.0, log_every=1)
+    splits = load_dataset("imagefolder", root, 0, config.data_options())
+    model = build_flax(run_arch(config, 3, splits.num_classes))
+    runs = {}
+    for n in (1, 8):
+        losses = []
+        result = fit(model, splits, config, mesh=make_mesh(jax.devices()[:n]),
+                     on_log=lambda r: losses.append(r["loss"]) if r["kind"] == "progress" else 0)
+        runs[n] = (jax.device_get(result.state.params), losses)
+    errors = jax.tree.leaves(jax.tree.map(relative_error, runs[8][0], runs[1][0]))
+    print(json.dumps({"devices": jax.device_count(), "param_err": max(errors),
+                      "loss_err": max(abs(a - b) / abs(b) for a, b in zip(runs[8][1], runs[1][1])),
+                      "steps": len(runs[1][1])}))
+    """
+)
+
+
+def test_eight_devices_match_one_on_an_image_folder():
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
+           "JAX_PLATFORMS": "cpu", "JAX_DEFAULT_MATMUL_PRECISION": "highest",
+           "JAX_COMPILATION_CACHE_DIR": jax.config.jax_compilation_cache_dir}  # fmt: skip
+    proc = subprocess.run([sys.executable, "-c", EIGHT_VS_ONE, ARCH], capture_output=True,
+                          text=True, env=env, timeout=600)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    print(report)
+    assert report["devices"] == 8 and report["steps"] == 6
+    # The same global batches (crops, jitter, mixup draws); cross-device reductions sum in
+    # another order: rounding only, grown over 6 steps (measured 3.1e-5 and 1.6e-5).
+    assert report["param_err"] < 1e-4
+    assert report["loss_err"] < 1e-4
+
+
+# --------------------------------------------------------------------------- bad image data
+
+
+def _corrupt(root: Path) -> str:
+    bad = next((root / "train").glob("*/*.jpg"))
+    bad.write_bytes(bad.read_bytes()[: bad.stat().st_size // 2])  # truncated
+    return bad.name
+
+
+def _no_val(root: Path) -> str:
+    import shutil
+
+    shutil.rmtree(root / "val")
+    return "val"
+
+
+def _empty_class(root: Path) -> str:
+    (root / "train" / "zz_empty").mkdir()
+    (root / "val" / "zz_empty").mkdir()
+    return "zz_empty"
+
+
+def _not_an_image(root: Path) -> str:
+    (next((root / "train").iterdir()) / "notes.txt").write_text("not a picture")
+    return "notes.txt"
+
+
+@pytest.mark.parametrize("damage", [_corrupt, _no_val, _empty_class, _not_an_image])
+def test_bad_image_folder_is_one_line_naming_it_and_writes_nothing(damage, tmp_path, capsys):
+    root = make_image_folder(tmp_path / "photos", classes=2, per_class=4, val_per_class=2)
+    named = damage(root)
+    workdir = tmp_path / "run"
+    code = main([*_train_argv(root), "--workdir", str(workdir)])
+    line = one_error_line(capsys, code)
+    assert named in line, line
+    assert not workdir.exists()
+
+
+def test_skip_bad_images_counts_them_and_trains(tmp_path, capsys):
+    root = make_image_folder(tmp_path / "photos", classes=2, per_class=4, val_per_class=2)
+    named = _corrupt(root)
+    argv = ["train", "--model", ARCH, "--dataset", "imagefolder", "--data-dir", str(root),
+            "--image-size", "16", "--batch-size", "4", "--epochs", "1", "--no-progress",
+            "--skip-bad-images"]  # fmt: skip
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "seres: warning: skipped 1 bad file" in err and named in err, err
+
+
+def test_class_count_other_than_the_models_is_refused(folder, tmp_path, capsys):
+    workdir = tmp_path / "run"
+    code = main([*_train_argv(folder), "--model", f"{ARCH},num_classes=1000",
+                 "--workdir", str(workdir)])  # fmt: skip
+    line = one_error_line(capsys, code)
+    assert "num_classes=1000" in line and "3 classes" in line, line
+    assert not workdir.exists()
+
+
+def test_truncated_shard_is_one_line_naming_it(folder, tmp_path, capsys):
+    packed = tmp_path / "packed"
+    assert main(["data", "pack", str(folder), str(packed), "--shards", "2"]) == 0
+    capsys.readouterr()
+    shard = sorted(packed.glob("train-*.array_record"))[1]
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+    workdir = tmp_path / "run"
+    code = main(["train", "--model", ARCH, "--dataset", "arrayrecord", "--data-dir", str(packed),
+                 "--image-size", "16", "--batch-size", "4", "--epochs", "1", "--no-progress",
+                 "--workdir", str(workdir)])  # fmt: skip
+    line = one_error_line(capsys, code)
+    assert shard.name in line, line
+    assert not workdir.exists()

@@ -1,0 +1,166 @@
+"""Datasets by name: ``DATASETS`` maps each to its loader and the defaults a run derives from it.
+
+A loader returns ``Splits`` (``seres_jax.data.pipeline``) and owns its dataset's policy: input
+channels and classes, image size, train and eval transforms, normalisation. The command line
+holds none of it.
+
+* ``digits``, ``cifar10``, ``synthetic``: in host memory (``seres_jax.data.arrays``); CIFAR-10
+  trains with pad-crop-flip.
+* ``imagefolder``: ``DATA_DIR/train/<class>/*`` and ``DATA_DIR/val/<class>/*`` image files;
+  ``arrayrecord``: the shards ``seres data pack`` writes from such a folder. Both decode and
+  preprocess with timm's transforms (``seres_jax.data.images``): the eval transform of the
+  model's pretrained data config (``DataOptions.data_config``), the train transform
+  ``RandomResizedCrop`` + flip (+ colour jitter).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .arrays import (
+    DataError,
+    Dataset,
+    load_cifar10,
+    load_digits,
+    load_synthetic,
+)
+from .folders import ImageFolderSource
+from .images import DataConfig, EvalTransform, TrainTransform
+from .pipeline import ArraySource, PadCropFlip, Splits
+from .records import ArrayRecordSource
+
+__all__ = [
+    "DATASETS",
+    "DATASET_NAMES",
+    "DataOptions",
+    "DatasetSpec",
+    "dataset_spec",
+    "load_dataset",
+    "splits_from_arrays",
+]
+
+DataDir = str | os.PathLike[str] | None
+
+
+@dataclass(frozen=True)
+class DataOptions:
+    """What a run asks of a dataset beside its name: whether to augment, the preprocessing of
+    image datasets (``data_config``: the model's pretrained config with the run's overrides),
+    colour jitter, and whether to skip unreadable image files (else they are an error)."""
+
+    augment: bool = True
+    data_config: DataConfig = field(default_factory=DataConfig)
+    color_jitter: float = 0.0
+    skip_bad_images: bool = False
+
+
+def splits_from_arrays(dataset: Dataset, augment: bool = False) -> Splits:
+    """An in-memory ``Dataset`` as ``Splits`` (pad-crop-flip on the training images if
+    ``augment``)."""
+    return Splits(
+        name=dataset.name,
+        train=ArraySource(dataset.train_images, dataset.train_labels),
+        val=ArraySource(dataset.test_images, dataset.test_labels),
+        num_classes=dataset.num_classes,
+        image_shape=dataset.image_shape,
+        train_transform=PadCropFlip() if augment else None,
+    )
+
+
+def _digits(data_dir: DataDir, seed: int, options: DataOptions) -> Splits:
+    return splits_from_arrays(load_digits(seed=seed), options.augment)
+
+
+def _synthetic(data_dir: DataDir, seed: int, options: DataOptions) -> Splits:
+    return splits_from_arrays(load_synthetic(seed=seed), options.augment)
+
+
+def _cifar10(data_dir: DataDir, seed: int, options: DataOptions) -> Splits:
+    del seed  # a fixed split
+    if data_dir is None:
+        raise DataError("cifar10: --data-dir is required (a directory holding "
+                        "cifar-10-batches-bin or its .bin files)")  # fmt: skip
+    return splits_from_arrays(load_cifar10(data_dir), options.augment)
+
+
+def _image_splits(
+    name: str, train: ImageFolderSource | ArrayRecordSource,
+    val: ImageFolderSource | ArrayRecordSource, options: DataOptions,
+) -> Splits:  # fmt: skip
+    config = options.data_config
+    size = config.input_size
+    eval_transform = EvalTransform(size, config.crop_pct, config.interpolation)
+    train_transform = (
+        TrainTransform(size, config.interpolation, color_jitter=options.color_jitter)
+        if options.augment
+        else eval_transform
+    )
+    return Splits(
+        name=name, train=train, val=val, num_classes=len(train.classes),
+        image_shape=(size, size, 3), train_transform=train_transform,
+        eval_transform=eval_transform, mean=config.mean, std=config.std, classes=train.classes,
+    )  # fmt: skip
+
+
+def _require_dir(name: str, data_dir: DataDir) -> str | os.PathLike[str]:
+    if data_dir is None:
+        raise DataError(f"{name}: --data-dir is required")
+    return data_dir
+
+
+def _imagefolder(data_dir: DataDir, seed: int, options: DataOptions) -> Splits:
+    root = _require_dir("imagefolder", data_dir)
+    skip = options.skip_bad_images
+    train = ImageFolderSource(root, "train", skip_bad_images=skip)
+    # Each source reports the files it skipped (a warning of seres_jax.data.folders).
+    val = ImageFolderSource(root, "val", classes=train.classes, skip_bad_images=skip)
+    return _image_splits("imagefolder", train, val, options)
+
+
+def _arrayrecord(data_dir: DataDir, seed: int, options: DataOptions) -> Splits:
+    root = _require_dir("arrayrecord", data_dir)
+    train, val = ArrayRecordSource(root, "train"), ArrayRecordSource(root, "val")
+    if list(val.classes) != list(train.classes):
+        raise DataError(f"arrayrecord: {root}'s train and val splits name different classes")
+    return _image_splits("arrayrecord", train, val, options)
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A named dataset: ``load(data_dir, seed, options) -> Splits``, the model's input
+    ``channels``, ``num_classes`` (``None``: as many as the data has) and whether a run
+    augments by default."""
+
+    load: Callable[[DataDir, int, DataOptions], Splits]
+    channels: int
+    num_classes: int | None
+    augment: bool
+
+
+DATASETS: dict[str, DatasetSpec] = {
+    "digits": DatasetSpec(_digits, channels=1, num_classes=10, augment=False),
+    "cifar10": DatasetSpec(_cifar10, channels=3, num_classes=10, augment=True),
+    "synthetic": DatasetSpec(_synthetic, channels=3, num_classes=10, augment=False),
+    "imagefolder": DatasetSpec(_imagefolder, channels=3, num_classes=None, augment=True),
+    "arrayrecord": DatasetSpec(_arrayrecord, channels=3, num_classes=None, augment=True),
+}
+DATASET_NAMES: tuple[str, ...] = tuple(DATASETS)
+
+
+def dataset_spec(name: str) -> DatasetSpec:
+    """The ``DATASETS`` entry of ``name``; a ``DataError`` naming the known ones otherwise."""
+    if name not in DATASETS:
+        raise DataError(f"unknown dataset {name!r}; valid names: {', '.join(DATASET_NAMES)}")
+    return DATASETS[name]
+
+
+def load_dataset(
+    name: str, data_dir: DataDir = None, seed: int = 0, options: DataOptions | None = None
+) -> Splits:
+    """The dataset ``name`` (one of ``DATASET_NAMES``) as ``Splits``. ``seed`` feeds the
+    digits split and the synthetic generator; ``options`` default to the dataset's own
+    (augmenting if it does by default)."""
+    spec = dataset_spec(name)
+    return spec.load(data_dir, seed, options or DataOptions(augment=spec.augment))
