@@ -100,7 +100,7 @@ EIGHT_VS_ONE = textwrap.dedent(
 
     root = make_image_folder(Path(tempfile.mkdtemp()), classes=3, per_class=8, val_per_class=4)
     config = TrainConfig(model=sys.argv[1], dataset="imagefolder", data_dir=str(root),
-                         image_size=32, batch_size=8, epochs=2, lr=0.05, color_jitter=0.4,
+                         image_size=32, batch_size=8, epochs=2, lr=0.02, color_jitter=0.4,
                          mixup=0.2, cutmix=1.0, log_every=1)
     splits = load_dataset("imagefolder", root, 0, config.data_options())
     model = build_flax(run_arch(config, 3, splits.num_classes))
@@ -129,7 +129,7 @@ def test_eight_devices_match_one_on_an_image_folder():
     print(report)
     assert report["devices"] == 8 and report["steps"] == 6
     # The same global batches (crops, jitter, mixup draws); cross-device reductions sum in
-    # another order: rounding only, grown over 6 steps (measured 3.1e-5 and 1.6e-5).
+    # another order: rounding only, grown over 6 steps (measured 1.2e-5 and 8.2e-7).
     assert report["param_err"] < 1e-4
     assert report["loss_err"] < 1e-4
 

@@ -6,7 +6,7 @@ nearest with padding) on 23 files of every PIL mode, ``F.resized_crop`` for fixe
 ``RandomResizedCrop.get_params`` replayed from the uniforms torchvision drew. Live against
 timm and torchvision where they are installed. Property checks of the crop-box rule, decoding
 errors, the training transform's draws, ``normalize`` under ``jit``, ``DataConfig`` and the
-zoo's ``DATA_CONFIGS``.
+zoo's pretrained data configs (``seres_jax.pretrained``).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from seres_jax.data.images import (
     resized_crop,
     train_crop,
 )
-from seres_jax.resnet import DATA_CONFIGS, ZOO
+from seres_jax.pretrained import pretrained_config
 
 from .photos import CLASS_NAMES, make_image_folder, photo_variants
 
@@ -281,7 +281,7 @@ def test_normalize_matches_to_tensor_normalize_and_runs_under_jit() -> None:
 
 
 def test_data_config_resolves_like_timm() -> None:
-    cfg = DataConfig(**DATA_CONFIGS["seresnext50_32x4d"])
+    cfg = DataConfig(**(pretrained_config("seresnext50_32x4d") or {}))
     assert cfg.for_eval() == DataConfig(224, 0.875)
     assert cfg.for_eval(use_test_size=True) == DataConfig(288, 0.95)
     assert cfg.for_eval(image_size=256) == DataConfig(256, 0.875)
@@ -317,14 +317,23 @@ def test_transform_arguments_are_checked() -> None:
 
 
 def test_data_configs_are_timm_pretrained_configs() -> None:
+    """Every weight tag of every recorded model: seres_jax/pretrained.json says what timm's
+    pretrained_cfg says, and builds a DataConfig."""
     recorded = json.loads((FIXTURES / "timm_data_configs.json").read_text())["models"]
-    assert set(DATA_CONFIGS) == set(ZOO) == set(recorded)
     for name, entry in recorded.items():
-        expected = dict(entry["config"])
-        assert expected.pop("crop_mode") == "center"  # the only mode eval_crop does
-        ours = DATA_CONFIGS[name]
-        assert {k: list(v) if isinstance(v, tuple) else v for k, v in ours.items()} == expected
-        DataConfig(**ours)
+        tags = {None: entry["config"], **entry["pretrained_tags"]}
+        for tag, config in tags.items():
+            expected = {k: v for k, v in config.items() if v is not None}
+            assert expected.pop("crop_mode", "center") == "center"  # the mode eval_crop does
+            expected.pop("num_classes", None)
+            ours = pretrained_config(name, tag)
+            assert ours is not None, name
+            assert {k: list(v) if isinstance(v, tuple) else v for k, v in ours.items()} == {
+                k: v
+                for k, v in expected.items()
+                if k in ours or k in DataConfig.__dataclass_fields__
+            }, (name, tag)
+            DataConfig(**ours)
 
 
 def test_image_folder_helper(tmp_path: Path) -> None:
@@ -353,7 +362,9 @@ def test_eval_matches_live_timm(variants: list[Path]) -> None:
     for use_test_size in (False, True):
         resolved = resolve_data_config({}, model=model, use_test_size=use_test_size)
         transform = create_transform(**resolved)
-        cfg = DataConfig(**DATA_CONFIGS["seresnet50"]).for_eval(use_test_size=use_test_size)
+        cfg = DataConfig(**(pretrained_config("seresnet50") or {})).for_eval(
+            use_test_size=use_test_size
+        )
         for path in variants[::3]:
             with Image.open(path) as f:
                 expected = transform(f.convert("RGB")).permute(1, 2, 0).numpy()

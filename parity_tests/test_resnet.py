@@ -3,8 +3,10 @@ default suite, full size behind ``-m slow``)."""
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import jax
 import jax.numpy as jnp
@@ -13,7 +15,7 @@ import pytest
 
 import seres_jax as sj
 from seres_jax import resnet as jr
-from seres_jax.convert import flax_to_torch, torch_to_flax
+from seres_jax.convert import check_state_dict, flax_to_torch, torch_to_flax
 from seres_jax.parity import compare_modules, randomize_batchnorm
 
 from .helpers import (
@@ -33,20 +35,51 @@ if HAVE_TORCH:
 pytestmark = pytest.mark.requires_torch
 
 # timm's own key names, shapes and dtypes of each model (1000 classes), recorded from
-# `timm.create_model(name).state_dict()` (see the README's timm section).
-FIXTURE = json.loads((Path(__file__).parent / "fixtures" / "timm_zoo.json").read_text())
+# `timm.create_model(name).state_dict()` by fixtures/record_timm_zoo.py (with the legacy_*
+# SENets of test_senet.py).
+FIXTURE = json.loads(
+    gzip.decompress((Path(__file__).parent / "fixtures" / "timm_zoo.json.gz").read_bytes())
+)
 TIMM = FIXTURE["models"]
-# Reduced widths keep each family's structure (block type, groups, deep stem, avg-down).
-SMALL = dict(channels=(16, 32, 64, 128), stem_width=8, num_classes=10)
-SMALL_CASES = {
-    "seresnet18": dict(SMALL, layers=(1, 1, 1, 1)),
-    "seresnext26d_32x4d": dict(SMALL, layers=(1, 1, 1, 1), cardinality=4),
-}
-# Heavier structural variants, behind `-m slow`.
-SLOW_CASES = {
-    "seresnet50": dict(SMALL, layers=(1, 2, 1, 1)),
-    "seresnext50_32x4d-eca": dict(SMALL, layers=(1, 1, 1, 1), cardinality=4, attn="eca"),
-}
+# Reduced widths and depth keep each family's structure (block type, groups, stem, shortcut,
+# anti-aliasing, attention, pruning); a 2-block first stage adds an identity-shortcut block.
+SMALL = dict(channels=(16, 32, 64, 128), stem_width=8, num_classes=10, layers=(1, 1, 1, 1))
+DEEPER = dict(SMALL, layers=(2, 1, 1, 1))
+# A pruned model's per-block widths at that size: conv1, conv2 narrower than 16/32/64/128 and
+# each stage's output narrower than 4x.
+PRUNED = ((11, 5, 13), (14, 9, 13), (21, 17, 50), (40, 29, 97), (90, 77, 230))
+# (constructor overrides, image side): odd sides (35) exercise the ceil-mode average-pool
+# shortcut against the stride-2 convolutions; timm's anti-aliased models need every stage's
+# input even (their floor-mode pool would not meet the ceil-mode shortcut), so 64.
+SMALL_CASES: dict[str, tuple[dict, int]] = {
+    "seresnet18": (SMALL, 35),
+    "seresnext26d_32x4d": (dict(SMALL, cardinality=4), 35),
+    # 3×3 strided projections, halved first widths; 16 channels per group so they halve.
+    "senet154": (dict(SMALL, cardinality=4, base_width=16), 35),
+    "ecaresnet50d_pruned": (dict(DEEPER, block_widths=PRUNED), 35),
+    "seresnextaa101d_32x8d": (dict(DEEPER, cardinality=4), 64),
+    # Every option of the basic block at once (no timm model combines them).
+    "seresnet18-options": (
+        dict(SMALL, stem_type="deep_tiered", aa_layer="avg", block_reduce_first=2,
+             down_kernel_size=3, attn="eca"),
+        64,
+    ),
+}  # fmt: skip
+
+
+def _reduced(name: str) -> tuple[dict, int]:
+    """Any zoo model at the reduced size, keeping its structure (grouped, pruned, aa)."""
+    zoo = tr.ZOO[name]
+    kwargs = dict(DEEPER, block_widths=PRUNED) if zoo.get("block_widths") else dict(SMALL)
+    if zoo.get("cardinality", 1) > 1:
+        kwargs["cardinality"] = 4  # still grouped: 32 groups are slow on the CPU
+    if zoo.get("block_reduce_first", 1) > 1:
+        kwargs["base_width"] = 16  # groups wide enough to halve
+    return kwargs, 64 if zoo.get("aa_layer") else 35
+
+
+# The rest of the zoo at the reduced size, behind `-m slow`.
+SLOW_CASES = {name: _reduced(name) for name in tr.ZOO if name not in SMALL_CASES}
 
 
 def test_zoo_definitions_mirror_each_other():
@@ -54,14 +87,15 @@ def test_zoo_definitions_mirror_each_other():
 
 
 def test_fixture_covers_the_zoo():
-    assert set(TIMM) == set(tr.ZOO)
+    assert set(tr.ZOO) == {name for name in TIMM if not name.startswith("legacy_")}
     assert TIMM["seresnet50"]["params"] == 28_088_024
     assert len(TIMM["seresnet50"]["state_dict"]) == 384
 
 
-@pytest.mark.parametrize("name", sorted(TIMM))
+@pytest.mark.parametrize("name", sorted(tr.ZOO))
 def test_keys_shapes_and_counts_match_timm(name):
-    model = tr.create_model(name)
+    with torch.device("meta"):  # shapes and dtypes only: no weights drawn
+        model = tr.create_model(name)
     ours = [
         [k, list(v.shape), str(v.dtype).removeprefix("torch.")]
         for k, v in model.state_dict().items()
@@ -69,9 +103,12 @@ def test_keys_shapes_and_counts_match_timm(name):
     assert ours == TIMM[name]["state_dict"]  # same keys, in timm's order, same shapes and dtypes
     assert count_params(model) == TIMM[name]["params"]
     flax_model = jr.create_model(name)
-    shapes = jax.eval_shape(flax_model.init, jax.random.key(0), jnp.zeros((1, 64, 64, 3)))
+    shapes = jax.eval_shape(flax_model.init, jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
     assert sj.count_params(shapes) == TIMM[name]["params"]
-    torch_to_flax(model.state_dict(), shapes)  # strict: every key, shape and dtype
+    # Strict, as torch_to_flax checks timm's state_dict: every key, shape and dtype.
+    declared = {k: SimpleNamespace(shape=tuple(shape), dtype=np.dtype(dtype))
+                for k, shape, dtype in TIMM[name]["state_dict"]}  # fmt: skip
+    check_state_dict(declared, shapes)
 
 
 def test_seresnet50_key_layout():
@@ -93,7 +130,7 @@ def test_seresnet50_key_layout():
 
 
 def test_zero_init_last_bn_in_both():
-    model = tr.create_model("seresnet18", **SMALL_CASES["seresnet18"])
+    model = tr.create_model("seresnet18", **SMALL)
     assert torch.all(model.layer1[0].bn2.weight == 0)
     assert torch.all(model.layer1[0].bn1.weight == 1)
     for block, last in ((jr.BasicBlock(8, 8), "bn2"), (jr.Bottleneck(8, 2), "bn3")):
@@ -105,9 +142,10 @@ def test_zero_init_last_bn_in_both():
 
 def _check_reduced(case, cases, train, device):
     name = case.split("-")[0]
-    tm = randomize_batchnorm(tr.create_model(name, **cases[case]), seed=5)
-    fm = jr.create_model(name, **cases[case])
-    x = nchw_input((2, 3, 35, 35), seed=2)  # odd sizes: ceil-mode average-pool downsampling
+    kwargs, side = cases[case]
+    tm = randomize_batchnorm(tr.create_model(name, **kwargs), seed=5)
+    fm = jr.create_model(name, **kwargs)
+    x = nchw_input((2, 3, side, side), seed=2)
     assert_parity(compare_modules(tm, fm, x, train=train, device=device))
 
 
@@ -134,11 +172,17 @@ def test_round_trip_loads_strictly_into_torch():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["seresnet50", "seresnext26d_32x4d"])
-def test_full_size_parity(name):
+@pytest.mark.parametrize(
+    ("name", "shape"),
+    [("seresnet50", (4, 3, 96, 96)), ("seresnext26d_32x4d", (4, 3, 96, 96))]
+    # The deepest, at a small input.
+    + [(name, (2, 3, 64, 64)) for name in ("seresnet200d", "seresnet269d", "ecaresnet269d",
+                                           "senet154", "seresnextaa201d_32x8d")],
+)  # fmt: skip
+def test_full_size_parity(name, shape):
     """Full size: held to PyTorch's own float32 accuracy against float64 (see test_timm)."""
     tm = randomize_batchnorm(tr.create_model(name), seed=3)
-    x = nchw_input((4, 3, 96, 96), seed=1)
+    x = nchw_input(shape, seed=1)
     assert_as_accurate_as_torch(tm, jr.create_model(name), x)
 
 
@@ -159,7 +203,7 @@ def test_bfloat16_compute_with_float32_parameters():
     network bfloat16 gradients stray far more than SEResNetTiny's bounds (PyTorch's own
     autocast: ~0.3 on the input gradient here), so JAX bfloat16 is held to PyTorch bfloat16's
     accuracy: within 2x its error against the same float32 reference."""
-    kw = SMALL_CASES["seresnext26d_32x4d"]
+    kw = SMALL_CASES["seresnext26d_32x4d"][0]
     tm = randomize_batchnorm(tr.create_model("seresnext26d_32x4d", **kw), seed=5)
     fm = jr.create_model("seresnext26d_32x4d", dtype=jnp.bfloat16, **kw)
     x = nchw_input((2, 3, 64, 64), seed=6)

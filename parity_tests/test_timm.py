@@ -28,11 +28,20 @@ timm = pytest.importorskip(
     "timm", reason="timm is not installed (it needs a torchvision matching torch; see README)"
 )
 
-REDUCED = dict(channels=(16, 32, 64, 128), stem_width=8, num_classes=10)
+REDUCED = dict(channels=(16, 32, 64, 128), stem_width=8, num_classes=10, layers=(1, 1, 1, 1))
+# timm's pruned models read their widths from its files: full size only (JAX behind -m slow).
+PRUNED = sorted(name for name, zoo in tr.ZOO.items() if zoo.get("block_widths"))
+# Every other zoo model at reduced width and depth (4 groups where grouped), and the image side
+# its stride pattern takes: timm's anti-aliased models need every stage's input even.
 CASES = {
-    "seresnet18": dict(REDUCED, layers=(1, 1, 1, 1)),
-    "seresnet50": dict(REDUCED, layers=(1, 1, 1, 1)),
-    "seresnext26d_32x4d": dict(REDUCED, layers=(1, 1, 1, 1), cardinality=4),
+    name: (
+        REDUCED
+        | ({"cardinality": 4} if zoo.get("cardinality", 1) > 1 else {})
+        | ({"base_width": 16} if zoo.get("block_reduce_first", 1) > 1 else {}),
+        64 if zoo.get("aa_layer") else 35,
+    )
+    for name, zoo in tr.ZOO.items()
+    if name not in PRUNED
 }
 
 
@@ -40,12 +49,13 @@ def _timm_model(name: str, **kwargs: object) -> torch.nn.Module:
     return randomize_batchnorm(timm.create_model(name, pretrained=False, **kwargs), seed=4)
 
 
-@pytest.mark.parametrize("name", sorted(CASES))
+@pytest.mark.parametrize("name", sorted(CASES) + PRUNED)
 def test_timm_weights_run_in_seres_torch_unchanged(name):
-    reference = _timm_model(name, **CASES[name])
-    ours = tr.create_model(name, **CASES[name])
+    kwargs, side = CASES.get(name, ({}, 35))
+    reference = _timm_model(name, **kwargs)
+    ours = tr.create_model(name, **kwargs)
     ours.load_state_dict(reference.state_dict(), strict=True)
-    x = torch.from_numpy(nchw_input((2, 3, 35, 35), seed=1))
+    x = torch.from_numpy(nchw_input((2, 3, side, side), seed=1))
     for train in (False, True):
         reference.train(train)
         ours.train(train)
@@ -55,11 +65,12 @@ def test_timm_weights_run_in_seres_torch_unchanged(name):
 @pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_timm_weights_run_in_seres_jax(name, train):
-    reference = _timm_model(name, **CASES[name])
-    flax_model = jr.create_model(name, **CASES[name])
-    shapes = jax.eval_shape(flax_model.init, jax.random.key(0), jnp.zeros((1, 35, 35, 3)))
+    kwargs, side = CASES[name]
+    reference = _timm_model(name, **kwargs)
+    flax_model = jr.create_model(name, **kwargs)
+    shapes = jax.eval_shape(flax_model.init, jax.random.key(0), jnp.zeros((1, side, side, 3)))
     variables = torch_to_flax(reference.state_dict(), shapes)  # strict
-    x = nchw_input((2, 3, 35, 35), seed=2)
+    x = nchw_input((2, 3, side, side), seed=2)
     result = compare_modules(reference, flax_model, x, train=train, variables=variables)
     assert_parity(result, label="fp32 vs timm")
 
@@ -76,12 +87,18 @@ def test_timm_state_dict_round_trips_bit_exactly(name):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["seresnet50", "seresnext50_32x4d", "seresnext26d_32x4d"])
-def test_full_size_timm_parity(name):
-    """Full size, 50 layers deep: float32 rounding compounds far past the small models' gates
-    (PyTorch float32 vs float64 differ by up to ~5e-2 in some gradients of a randomly
+@pytest.mark.parametrize(
+    ("name", "shape"),
+    [(name, (4, 3, 96, 96)) for name in ("seresnet50", "seresnext50_32x4d", "seresnext26d_32x4d")]
+    # The deepest, at a small input.
+    + [(name, (2, 3, 64, 64)) for name in ("seresnet200d", "seresnet269d", "ecaresnet269d",
+                                           "senet154", "seresnextaa201d_32x8d", *PRUNED)],
+)  # fmt: skip
+def test_full_size_timm_parity(name, shape):
+    """Full size, 50 layers deep and more: float32 rounding compounds far past the small models'
+    gates (PyTorch float32 vs float64 differ by up to ~5e-2 in some gradients of a randomly
     initialised SE-ResNet-50), so JAX float32 is measured against PyTorch float64 and must be
     about as accurate as PyTorch float32 is: within 10x its error (plus 1e-6)."""
     reference = _timm_model(name)
-    x = nchw_input((4, 3, 96, 96), seed=3)
+    x = nchw_input(shape, seed=3)
     assert_as_accurate_as_torch(reference, jr.create_model(name), x)

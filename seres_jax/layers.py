@@ -198,11 +198,14 @@ class SEModule(nn.Module):
     channels: int
     rd_ratio: float = 1 / 16
     rd_divisor: int = 8
+    rd_channels: int | None = None
     dtype: Dtype = None
     param_dtype: Dtype = jnp.float32
 
     def setup(self) -> None:
         hidden = make_divisible(self.channels * self.rd_ratio, self.rd_divisor)
+        if self.rd_channels is not None:
+            hidden = self.rd_channels
         conv = dict(k=1, use_bias=True, dtype=self.dtype, param_dtype=self.param_dtype)
         self.fc1 = conv2d(self.channels, hidden, **conv)
         self.fc2 = conv2d(hidden, self.channels, **conv)

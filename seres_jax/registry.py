@@ -22,7 +22,9 @@ from typing import TYPE_CHECKING, Any
 import flax.linen as nn
 
 from .layers import ATTENTIONS
-from .resnet import BLOCKS, ZOO
+from .resnet import AA_LAYERS, BLOCKS, STEM_TYPES, ZOO
+from .senet import BLOCKS as LEGACY_BLOCKS
+from .senet import LEGACY_ZOO
 
 if TYPE_CHECKING:
     import torch
@@ -33,7 +35,7 @@ if TYPE_CHECKING:
 _FLAX_ONLY = frozenset({"dtype", "param_dtype", "parent", "name"})
 # String arguments with a closed set of values; every integer argument counts something
 # (channels, classes, blocks, groups), so it must be positive.
-_CHOICES = {"attn": ATTENTIONS, "block": tuple(BLOCKS)}
+_CHOICES = {"attn": ATTENTIONS, "stem_type": STEM_TYPES, "aa_layer": AA_LAYERS}
 
 
 class RegistryError(ValueError):
@@ -50,6 +52,8 @@ class ModelSpec:
     defaults: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""
     in_channels_arg: str = "in_ch"
+    # The closed sets of string arguments of this class (beside the shared ``_CHOICES``).
+    choices: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def flax_cls(self) -> type[nn.Module]:
@@ -71,14 +75,25 @@ class ModelSpec:
 
 _TINY = ("seres_jax.models:SEResNetTiny", "seres_torch.models:SEResNetTiny")
 _ZOO = ("seres_jax.resnet:SEResNet", "seres_torch.resnet:SEResNet")
+_LEGACY = ("seres_jax.senet:SENet", "seres_torch.senet:SENet")
 MODELS: dict[str, ModelSpec] = {
     "seresnet_tiny": ModelSpec(*_TINY, {}, "the notebook's CIFAR-sized SE-ResNet, post-activation"),
     "seresnet_tiny_preact": ModelSpec(
         *_TINY, {"preact": True}, "the same with pre-activation blocks"
     ),
     **{
-        name: ModelSpec(*_ZOO, defaults, f"timm's {name}", "in_chans")
+        name: ModelSpec(*_ZOO, defaults, f"timm's {name}", "in_chans", {"block": tuple(BLOCKS)})
         for name, defaults in ZOO.items()
+    },
+    **{
+        name: ModelSpec(
+            *_LEGACY,
+            defaults,
+            f"timm's {name} (the SENet authors')",
+            "in_chans",
+            {"block": tuple(LEGACY_BLOCKS)},
+        )
+        for name, defaults in LEGACY_ZOO.items()
     },
 }
 
@@ -99,11 +114,15 @@ def _parse_value(text: str) -> Any:
 
 
 def parse_arch(arch: str) -> tuple[str, dict[str, Any]]:
-    """``"name:k=v,k=v"`` -> ``(name, {k: v})`` with ints, floats, booleans and sequences of
-    ints (``channels=16-32-64-128``) parsed."""
-    name, _, rest = arch.partition(":")
+    """``"name[.tag]:k=v,k=v"`` -> ``(name, {k: v})`` with ints, floats, booleans and sequences
+    of ints (``channels=16-32-64-128``) parsed. A timm weight tag after the name
+    (``seresnet50.ra2_in1k``) chooses the preprocessing (``data_config``), not the network."""
+    head, _, rest = arch.partition(":")
+    name, _, tag = head.partition(".")
     if name not in MODELS:
         raise RegistryError(f"unknown architecture {name!r}; known: {', '.join(MODELS)}")
+    if tag:
+        _check_tag(name, tag)
     overrides: dict[str, Any] = {}
     for item in filter(None, rest.split(",")):
         key, sep, value = item.partition("=")
@@ -111,6 +130,21 @@ def parse_arch(arch: str) -> tuple[str, dict[str, Any]]:
             raise RegistryError(f"malformed override {item!r} in {arch!r}; expected key=value")
         overrides[key.strip()] = _parse_value(value.strip())
     return name, overrides
+
+
+def _check_tag(name: str, tag: str) -> None:
+    from .pretrained import default_tag, weight_tags
+
+    tags = weight_tags(name)
+    if tag not in tags and tag != default_tag(name):
+        known = ", ".join(tags) or "none (no published weights)"
+        raise RegistryError(f"{name} has no weight tag {tag!r}; timm publishes: {known}")
+
+
+def weight_tag(arch: str) -> str | None:
+    """The timm weight tag ``arch`` names (``"seresnet50.ra2_in1k:..."`` -> ``"ra2_in1k"``)."""
+    tag = arch.partition(":")[0].partition(".")[2]
+    return tag or None
 
 
 def format_arch(name: str, arguments: Mapping[str, Any]) -> str:
@@ -133,16 +167,20 @@ def model_config(arch: str, **overrides: Any) -> tuple[ModelSpec, dict[str, Any]
         raise RegistryError(
             f"{name} has no argument(s) {', '.join(unknown)}; valid: {', '.join(arguments)}"
         )
+    choices = {**_CHOICES, **spec.choices}
     for key, value in from_string.items():
-        _check_argument(key, value, arguments[key])
+        _check_argument(key, value, arguments[key], choices.get(key))
     return spec, {**arguments, **from_string, **overrides}
 
 
-def _check_argument(key: str, value: Any, default: Any) -> None:
+def _check_argument(
+    key: str, value: Any, default: Any, choices: tuple[str, ...] | None = None
+) -> None:
     """Refuse an arch-string value the constructor would only fail on deep inside ``init``."""
-    if key in _CHOICES:
-        if value not in _CHOICES[key]:
-            raise RegistryError(f"{key} must be one of {', '.join(_CHOICES[key])}, got {value!r}")
+    if choices is not None:
+        if value not in choices:
+            named = ", ".join(c or "'' (none)" for c in choices)
+            raise RegistryError(f"{key} must be one of {named}, got {value!r}")
     elif isinstance(default, bool):
         if not isinstance(value, bool):
             raise RegistryError(f"{key} must be true or false, got {value!r}")
@@ -189,11 +227,14 @@ def variables_template(arch: str, param_dtype: Any = None, **overrides: Any) -> 
 
 
 def data_config(arch: str | None) -> DataConfig:
-    """The preprocessing ``arch``'s weights expect: timm's pretrained data config for a zoo
-    model (``seres_jax.resnet.DATA_CONFIGS``), timm's defaults otherwise (224 pixels, crop 0.875,
+    """The preprocessing ``arch``'s weights expect: timm's pretrained data config of the weight
+    tag it names (``seresnet50.ra2_in1k``), else of the model's default tag
+    (``seres_jax.pretrained``); timm's defaults for other models (224 pixels, crop 0.875,
     bicubic, ImageNet mean and std)."""
     from .data.images import DataConfig
-    from .resnet import DATA_CONFIGS
+    from .pretrained import pretrained_config
 
-    name = parse_arch(arch)[0] if arch is not None else None
-    return DataConfig(**DATA_CONFIGS.get(name or "", {}))
+    if arch is None:
+        return DataConfig()
+    name = parse_arch(arch)[0]
+    return DataConfig(**(pretrained_config(name, weight_tag(arch)) or {}))

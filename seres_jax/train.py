@@ -239,11 +239,13 @@ def train_step(
     """
     if not isinstance(options, StepOptions):
         options = StepOptions(label_smoothing=options)
+    # The step's randomness (mixup's draws, dropout's masks) from the seed and the step alone.
+    key = jax.random.fold_in(jax.random.key(jnp.asarray(options.seed, jnp.uint32)), state.step)
+    mix_key, dropout_key = jax.random.split(key)
     lam = jnp.ones((), jnp.float32)
     if images.shape[0] % 2 == 0:  # timm mixes even batches only (`TrainConfig` checks)
-        key = jax.random.fold_in(jax.random.key(jnp.asarray(options.seed, jnp.uint32)), state.step)
         mixing = MixupConfig(options.mixup, options.cutmix, options.mix_prob, options.switch_prob)
-        draw = draw_mix(key, images.shape[1], images.shape[2], mixing)
+        draw = draw_mix(mix_key, images.shape[1], images.shape[2], mixing)
         images, lam = mix_images(images, draw), draw.lam
 
     def loss_fn(params: Any) -> tuple[jax.Array, tuple[jax.Array, Any]]:
@@ -252,6 +254,7 @@ def train_step(
             images,
             train=True,
             mutable=["batch_stats"],
+            rngs={"dropout": dropout_key},
         )
         # timm's mixed soft target, lam * y + (1 - lam) * flip(y) (each smoothed), through the
         # cross-entropy's linearity in the target: at lam = 1 exactly the unmixed loss.
@@ -470,6 +473,7 @@ class TrainConfig:
             ),
             color_jitter=self.color_jitter,
             skip_bad_images=self.skip_bad_images,
+            synthetic_size=self.image_size,
         )
 
     def steps(self, num_train: int) -> RunSteps:

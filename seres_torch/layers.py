@@ -66,11 +66,20 @@ def make_divisible(value: float, divisor: int = 8) -> int:
 
 class SEModule(nn.Module):
     """timm's ``SEModule``: mean → 1×1 conv (``fc1``) → ReLU → 1×1 conv (``fc2``) → sigmoid;
-    the squeeze width is ``make_divisible(channels / 16, 8)``."""
+    the squeeze width is ``rd_channels`` if given (the SENet authors' ``channels // 16``), else
+    ``make_divisible(channels * rd_ratio, rd_divisor)``."""
 
-    def __init__(self, channels: int, rd_ratio: float = 1 / 16, rd_divisor: int = 8) -> None:
+    def __init__(
+        self,
+        channels: int,
+        rd_ratio: float = 1 / 16,
+        rd_divisor: int = 8,
+        rd_channels: int | None = None,
+    ) -> None:
         super().__init__()
         hidden = make_divisible(channels * rd_ratio, rd_divisor)
+        if rd_channels is not None:
+            hidden = rd_channels
         self.fc1 = nn.Conv2d(channels, hidden, 1, bias=True)
         self.act = nn.ReLU(inplace=True)
         self.fc2 = nn.Conv2d(hidden, channels, 1, bias=True)

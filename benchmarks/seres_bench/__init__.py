@@ -38,5 +38,6 @@ One module per job:
 | ``machine`` | the host and the library versions |
 | ``worker`` | the child processes: both ends of the one-JSON-line protocol |
 | ``report`` | the results' entries, ratios and the Markdown report |
+| ``accel_pytest`` | the pytest plugin of ``accelerator_check.py``'s parity stage |
 | ``cli`` | the command line and the run of every measurement |
 """

@@ -1,6 +1,7 @@
 """The JAX implementation: the Flax model's training step (``seres_jax.train.train_step`` with
 ``seres_jax.optim.sgd``, state donated) and eval-mode forward, compiled as seres compiles its own
-steps (``seres_jax.compiler.jit``)."""
+steps (``seres_jax.compiler.jit``). With ``spec["shard"]`` the batch is split over every local
+device of the platform (state replicated, as ``seres train`` lays it out); else one device."""
 
 from __future__ import annotations
 
@@ -32,7 +33,21 @@ def jax_runners(spec: dict[str, Any]) -> Runners:
         tx = optim.sgd(LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY, nesterov=NESTEROV)
         state = TrainState.create(model.apply, variables, tx)
     del variables  # the state holds them; nothing else may keep donated buffers alive
-    x, y = jax.device_put(images, device), jax.device_put(labels, device)
+    devices = 1
+    if spec.get("shard"):
+        from jax.sharding import NamedSharding, PartitionSpec
+
+        from seres_jax.train import make_mesh
+
+        mesh = make_mesh(jax.local_devices(backend=spec["device"]))
+        devices = mesh.size
+        if spec["batch"] % devices:
+            raise ValueError(f"batch {spec['batch']} does not split over {devices} devices")
+        state = jax.device_put(state, NamedSharding(mesh, PartitionSpec()))
+        batch_place: Any = NamedSharding(mesh, PartitionSpec(*mesh.axis_names))
+    else:
+        batch_place = device
+    x, y = jax.device_put(images, batch_place), jax.device_put(labels, batch_place)
     params = sum(int(p.size) for p in jax.tree.leaves(state.params))
 
     # The state is donated: XLA updates parameters and optimizer state in place. Compiled as
@@ -65,8 +80,16 @@ def jax_runners(spec: dict[str, Any]) -> Runners:
             return None
         return stats["peak_bytes_in_use"] / MIB
 
+    def flops() -> dict[str, float | None]:
+        # The steps are compiled by now: lowering and compiling again hits JAX's caches.
+        return {
+            "train": _flops(train_fn.lower(state, x, y)),
+            "infer": _flops(infer_fn.lower(state.variables, x)),
+        }
+
     info = {
         "device": str(device),
+        "devices": devices,
         "device_kind": device.device_kind,
         "backend": jax.default_backend(),
         "device_count": jax.device_count(),
@@ -76,4 +99,14 @@ def jax_runners(spec: dict[str, Any]) -> Runners:
         "compiler_options": compiler.compiler_options(platform),
         "XLA_PYTHON_CLIENT_PREALLOCATE": os.environ.get("XLA_PYTHON_CLIENT_PREALLOCATE", ""),
     }
-    return Runners(train, infer, device_peak_mib, params, "bf16" if dtype else "fp32", info)
+    precision = "bf16" if dtype else "fp32"
+    return Runners(train, infer, device_peak_mib, params, precision, info, flops)
+
+
+def _flops(lowered: Any) -> float | None:
+    """FLOPs of one call from XLA's cost analysis of the compiled program (per device)."""
+    cost = lowered.compile().cost_analysis()
+    if isinstance(cost, list):  # older jaxlibs: one entry per program
+        cost = cost[0] if cost else None
+    value = (cost or {}).get("flops")
+    return float(value) if value is not None else None

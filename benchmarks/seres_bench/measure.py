@@ -25,6 +25,9 @@ class Runners:
     params: int
     precision: str
     info: dict[str, Any] = field(default_factory=dict)
+    # FLOPs of one compiled training and inference step (XLA's cost analysis, per device),
+    # for the implementations that can tell: ``{"train": flops, "infer": flops}``.
+    flops: Callable[[], dict[str, float | None]] | None = None
 
 
 def maxrss_mib() -> float:

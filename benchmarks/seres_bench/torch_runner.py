@@ -30,6 +30,9 @@ def torch_runners(spec: dict[str, Any], compiled: bool) -> Runners:
     y = torch.from_numpy(labels.astype("int64")).to(dev)
     torch.manual_seed(spec["seed"])
     model = build_torch(spec["arch"]).to(dev)
+    if spec.get("channels_last"):  # NHWC in memory: what cuDNN's bf16 convolutions prefer
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
     params = sum(p.numel() for p in model.parameters())
     opt = torch.optim.SGD(
         model.parameters(), lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY, nesterov=NESTEROV
@@ -72,6 +75,7 @@ def torch_runners(spec: dict[str, Any], compiled: bool) -> Runners:
     info = {
         "device": str(dev),
         "device_name": torch.cuda.get_device_name(dev) if cuda else None,
+        "channels_last": bool(spec.get("channels_last")),
         "num_threads": torch.get_num_threads(),
         "num_interop_threads": torch.get_num_interop_threads(),
         "float32_matmul_precision": torch.get_float32_matmul_precision(),

@@ -49,6 +49,11 @@ def model_worker(spec: dict[str, Any]) -> dict[str, Any]:
             # e.g. torch.compile without a working C++ compiler: record and carry on.
             result["errors"][phase] = error_text(err)
             traceback.print_exc()
+    if runners.flops is not None and not result["errors"]:
+        try:
+            result["flops"] = runners.flops()
+        except Exception as err:
+            result["errors"]["flops"] = error_text(err)
     result["peak_rss_mib"] = maxrss_mib()
     # Inductor's helper processes (compile workers, the C++ compiler) are not counted: a
     # child's ru_maxrss starts from the RSS it was forked with, so RUSAGE_CHILDREN would
@@ -67,11 +72,14 @@ WORKERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
 }
 
 
-def worker_main(spec_json: str) -> int:
-    """Child-process entry: measure what ``spec`` says, print one ``RESULT_PREFIX`` JSON line."""
+def worker_main(
+    spec_json: str, workers: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] | None = None
+) -> int:
+    """Child-process entry: measure what ``spec`` says (with ``workers``, default ``WORKERS``),
+    print one ``RESULT_PREFIX`` JSON line."""
     spec = json.loads(spec_json)
     try:
-        result = WORKERS[spec["kind"]](spec)
+        result = (workers or WORKERS)[spec["kind"]](spec)
     except Exception as err:
         traceback.print_exc()
         result = {"fatal": error_text(err)}
@@ -93,8 +101,12 @@ def worker_env(kind: str, impl: str | None, device: str, cache_dir: Path) -> dic
     return env
 
 
-def run_worker(spec: dict[str, Any], env: dict[str, str], timeout: float) -> dict[str, Any]:
-    cmd = [sys.executable, str(ENTRY), "--worker", json.dumps(spec)]
+def run_worker(
+    spec: dict[str, Any], env: dict[str, str], timeout: float, entry: Path = ENTRY
+) -> dict[str, Any]:
+    """``spec`` measured in a child process (``entry --worker SPEC``); its answer, or
+    ``{"fatal": why}``."""
+    cmd = [sys.executable, str(entry), "--worker", json.dumps(spec)]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
     except subprocess.TimeoutExpired:

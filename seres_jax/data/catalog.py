@@ -48,12 +48,14 @@ DataDir = str | os.PathLike[str] | None
 class DataOptions:
     """What a run asks of a dataset beside its name: whether to augment, the preprocessing of
     image datasets (``data_config``: the model's pretrained config with the run's overrides),
-    colour jitter, and whether to skip unreadable image files (else they are an error)."""
+    colour jitter, whether to skip unreadable image files (else they are an error), and the
+    side of the ``synthetic`` dataset's square images (``synthetic_size``; ``None``: 32)."""
 
     augment: bool = True
     data_config: DataConfig = field(default_factory=DataConfig)
     color_jitter: float = 0.0
     skip_bad_images: bool = False
+    synthetic_size: int | None = None
 
 
 def splits_from_arrays(dataset: Dataset, augment: bool = False) -> Splits:
@@ -74,7 +76,9 @@ def _digits(data_dir: DataDir, seed: int, options: DataOptions) -> Splits:
 
 
 def _synthetic(data_dir: DataDir, seed: int, options: DataOptions) -> Splits:
-    return splits_from_arrays(load_synthetic(seed=seed), options.augment)
+    size = options.synthetic_size or 32
+    images = load_synthetic(image_shape=(size, size, 3), seed=seed)
+    return splits_from_arrays(images, options.augment)
 
 
 def _cifar10(data_dir: DataDir, seed: int, options: DataOptions) -> Splits:
