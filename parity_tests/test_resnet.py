@@ -69,7 +69,7 @@ SMALL_CASES: dict[str, tuple[dict, int]] = {
 
 def _reduced(name: str) -> tuple[dict, int]:
     """Any zoo model at the reduced size, keeping its structure (grouped, pruned, aa)."""
-    zoo = tr.ZOO[name]
+    zoo = jr.ZOO[name]
     kwargs = dict(DEEPER, block_widths=PRUNED) if zoo.get("block_widths") else dict(SMALL)
     if zoo.get("cardinality", 1) > 1:
         kwargs["cardinality"] = 4  # still grouped: 32 groups are slow on the CPU
@@ -79,7 +79,7 @@ def _reduced(name: str) -> tuple[dict, int]:
 
 
 # The rest of the zoo at the reduced size, behind `-m slow`.
-SLOW_CASES = {name: _reduced(name) for name in tr.ZOO if name not in SMALL_CASES}
+SLOW_CASES = {name: _reduced(name) for name in jr.ZOO if name not in SMALL_CASES}
 
 
 def test_zoo_definitions_mirror_each_other():
@@ -92,7 +92,7 @@ def test_fixture_covers_the_zoo():
     assert len(TIMM["seresnet50"]["state_dict"]) == 384
 
 
-@pytest.mark.parametrize("name", sorted(tr.ZOO))
+@pytest.mark.parametrize("name", sorted(jr.ZOO))
 def test_keys_shapes_and_counts_match_timm(name):
     with torch.device("meta"):  # shapes and dtypes only: no weights drawn
         model = tr.create_model(name)
