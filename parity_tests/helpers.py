@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import importlib.util
+import json
+import os
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -119,13 +123,37 @@ def torch_fp32_error(model: Any, x: np.ndarray, train: bool, seed: int = 0) -> d
     }
 
 
+def settle_batchnorm(model: Any, x: np.ndarray) -> Any:
+    """A copy of ``model`` whose running statistics are ``x``'s batch statistics (one train-mode
+    pass at momentum 1), as after training. Random statistics (``randomize_batchnorm``) do not
+    match the activations they normalise; through 200+ residual blocks the mismatch compounds
+    (eval logits ~1e5 in seresnet200d) until float32 itself is meaningless, in PyTorch as much
+    as in JAX. Affine parameters stay as they are, and the statistics are still neither 0 nor 1."""
+    import copy
+
+    import torch
+
+    settled = copy.deepcopy(model).train(True)
+    norms = [m for m in settled.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.momentum = 1.0
+    with torch.no_grad():
+        settled(torch.from_numpy(np.asarray(x, dtype=np.float32)))
+    for m, momentum in zip(norms, momenta, strict=True):
+        m.momentum = momentum
+    return settled
+
+
 def assert_as_accurate_as_torch(torch_model: Any, flax_model: Any, x: np.ndarray) -> None:
     """A deep network in both modes: JAX float32 against PyTorch float64 must stay within 10x
-    of PyTorch float32's own error (plus 1e-6); fixed gates do not hold at this depth."""
+    of PyTorch float32's own error (plus 1e-6); fixed gates do not hold at this depth. Eval mode
+    runs on statistics settled on ``x`` (see ``settle_batchnorm``)."""
     import torch
 
     from seres_jax.parity import compare_modules
 
+    torch_model = settle_batchnorm(torch_model, x)
     for train in (False, True):
         ours = compare_modules(
             torch_model, flax_model, x, train=train, reference_dtype=torch.float64
@@ -134,6 +162,63 @@ def assert_as_accurate_as_torch(torch_model: Any, flax_model: Any, x: np.ndarray
         print("train" if train else "eval", "jax", ours, "torch fp32", theirs)
         for kind, err in theirs.items():
             assert ours[kind] <= 10 * err + 1e-6, (kind, ours[kind], err)
+
+
+# --------------------------------------------------------------------------- child processes
+
+
+def cpu_devices_env(count: int, **extra: str) -> dict[str, str]:
+    """The environment of a child process that sees ``count`` virtual CPU devices."""
+    flags = f"--xla_force_host_platform_device_count={count}"
+    return {**os.environ, "XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu", **extra}
+
+
+def run_json_script(script: str, *args: str, devices: int, timeout: int, **extra: str) -> Any:
+    """``python -c script *args`` on ``devices`` virtual CPU devices; its last line, as JSON."""
+    proc = subprocess.run(
+        [sys.executable, "-c", script, *args], capture_output=True, text=True,
+        env=cpu_devices_env(devices, **extra), timeout=timeout,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# --------------------------------------------------------------------------- reduced models
+
+# Reduced sizes of a registered architecture, applied to whichever of these constructor
+# arguments it has; the rest (block type, grouped or not, stem, attention) stay as registered.
+# No dropout: PyTorch's random mask cannot be matched.
+REDUCED = dict(
+    base=8, n=1, channels=(16, 32, 64, 128), stem_width=8, layers=(1, 1, 1, 1), num_classes=10,
+    drop_rate=0.0,
+)  # fmt: skip
+# Odd: exercises the ceil-mode average-pool downsampling; leaves the zoo's last stage 2×2.
+IMAGE = 35
+
+
+def reduced_arguments(name: str) -> dict[str, Any]:
+    """The constructor overrides that shrink the registered ``name`` for a fast parity check."""
+    from seres_jax.registry import MODELS
+
+    arguments = MODELS[name].arguments()
+    reduced = {key: value for key, value in REDUCED.items() if key in arguments}
+    if arguments.get("cardinality", 1) > 1:
+        reduced["cardinality"] = 4  # still grouped: 32 groups are slow on the CPU
+    if arguments.get("block_widths") is not None:
+        reduced["block_widths"] = None  # a pruned model's widths are per block of its depth
+    if arguments.get("block_reduce_first", 1) > 1:
+        reduced["base_width"] = 16
+    return reduced
+
+
+def image_shape(name: str, batch: int = 1, **overrides: Any) -> tuple[int, int, int, int]:
+    """An NCHW input shape for the registered ``name``: ``IMAGE`` (odd) pixels a side, or 64
+    for timm's anti-aliased models, whose pools need sides that are multiples of 32."""
+    from seres_jax.registry import model_config
+
+    spec, arguments = model_config(name, **overrides)
+    side = 64 if arguments.get("aa_layer") else IMAGE
+    return (batch, arguments[spec.in_channels_arg], side, side)
 
 
 # --------------------------------------------------------------------------- `seres` runs

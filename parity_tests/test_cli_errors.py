@@ -42,6 +42,41 @@ def test_overrides_of_the_right_type_are_accepted():
     assert arguments["layers"] == (1, 1, 1, 1) and arguments["channels"] == (8, 16, 32, 64)
 
 
+# Strings that parse but make a width round down to nothing or split unevenly into groups:
+# PyTorch would build zero-channel layers without a word, Flax fail deep inside ``init``.
+UNBUILDABLE = [
+    "legacy_seresnet18:channels=8-16-32-64",  # SE squeeze 8 // 16 = 0
+    "seresnext26d_32x4d:channels=8-16-32-64",  # floor(8 * 4 / 64) = 0 channels per group
+    "legacy_senet154:channels=16-32-64-128",  # 32 channels in 64 groups
+]
+WIDTHS = "cannot be built: widths must be positive multiples of the groups"
+
+
+@pytest.mark.parametrize("arch", UNBUILDABLE)
+def test_an_unbuildable_arch_is_refused_by_name(arch):
+    from seres_jax.registry import variables_template
+
+    with pytest.raises(RegistryError, match=re.escape(f"{arch} {WIDTHS}")):
+        variables_template(arch)
+
+
+@pytest.mark.requires_torch
+@pytest.mark.parametrize("arch", UNBUILDABLE)
+def test_the_torch_twin_refuses_it_too(arch):
+    from seres_jax.registry import build_torch
+
+    with pytest.raises(RegistryError, match=re.escape(f"{arch} cannot be built: ")):
+        build_torch(arch)
+
+
+@pytest.mark.requires_torch
+def test_a_zero_width_torch_layer_is_named():
+    from seres_torch.senet import create_model
+
+    with pytest.raises(ValueError, match=re.escape("layer1.0.se_module.fc1 (8 -> 0 channels")):
+        create_model("legacy_seresnet18", channels=(8, 16, 32, 64))
+
+
 def _assert_one_error_line(capsys, code, message):
     err = capsys.readouterr().err
     lines = err.strip().splitlines()
@@ -51,7 +86,7 @@ def _assert_one_error_line(capsys, code, message):
     assert "\x1b[" not in err
 
 
-@pytest.mark.parametrize(("arch", "message"), BAD_ARCHS[:2])
+@pytest.mark.parametrize(("arch", "message"), [*BAD_ARCHS[:2], (UNBUILDABLE[0], WIDTHS)])
 @pytest.mark.parametrize("command", ["train", "convert", "parity"])
 def test_every_command_reports_a_bad_arch_in_one_line(command, arch, message, tmp_path, capsys):
     src = tmp_path / "missing.safetensors"

@@ -17,7 +17,7 @@ import jax
 import numpy as np
 import pytest
 
-from parity_tests.helpers import HAVE_TORCH, KILLABLE, one_error_line
+from parity_tests.helpers import HAVE_TORCH, KILLABLE, one_error_line, run_json_script
 from parity_tests.photos import make_image_folder
 from seres_cli.main import main
 from seres_jax.formats import load_checkpoint
@@ -119,13 +119,10 @@ EIGHT_VS_ONE = textwrap.dedent(
 
 
 def test_eight_devices_match_one_on_an_image_folder():
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
-           "JAX_PLATFORMS": "cpu", "JAX_DEFAULT_MATMUL_PRECISION": "highest",
-           "JAX_COMPILATION_CACHE_DIR": jax.config.jax_compilation_cache_dir}  # fmt: skip
-    proc = subprocess.run([sys.executable, "-c", EIGHT_VS_ONE, ARCH], capture_output=True,
-                          text=True, env=env, timeout=600)  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    report = run_json_script(
+        EIGHT_VS_ONE, ARCH, devices=8, timeout=600, JAX_DEFAULT_MATMUL_PRECISION="highest",
+        JAX_COMPILATION_CACHE_DIR=jax.config.jax_compilation_cache_dir,
+    )  # fmt: skip
     print(report)
     assert report["devices"] == 8 and report["steps"] == 6
     # The same global batches (crops, jitter, mixup draws); cross-device reductions sum in

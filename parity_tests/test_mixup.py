@@ -8,11 +8,7 @@ batch passes unchanged; the batch may be sharded over devices.
 
 from __future__ import annotations
 
-import json
-import os
 import runpy
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -35,6 +31,8 @@ from seres_jax.mixup import (
     soft_cross_entropy,
 )
 from seres_jax.optim import cross_entropy
+
+from .helpers import run_json_script
 
 FIXTURE = Path(__file__).parent / "fixtures" / "timm_mixup.safetensors"
 SCRIPT = FIXTURE.with_name("record_timm_mixup.py")
@@ -197,14 +195,7 @@ SHARDED_SCRIPT = textwrap.dedent(
 
 
 def test_eight_devices_match_one_device():
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
-           "JAX_PLATFORMS": "cpu"}  # fmt: skip
-    proc = subprocess.run(
-        [sys.executable, "-c", SHARDED_SCRIPT], capture_output=True, text=True, env=env,
-        timeout=300,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    report = run_json_script(SHARDED_SCRIPT, devices=8, timeout=300)
     images, targets, lam = report["max_diff"]
     assert images == lam == 0.0, report
     # XLA fuses the sharded program's target arithmetic otherwise: float32 rounding only.

@@ -12,54 +12,34 @@ import sys
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import pytest
 
 from seres_jax.convert import flax_to_torch, torch_to_flax
 from seres_jax.layers import count_params
-from seres_jax.parity import compare_modules, randomize_batchnorm
+from seres_jax.parity import compare_modules, kink_free_input, randomize_batchnorm
 from seres_jax.registry import MODELS, build_flax, build_torch, model_config, variables_template
 
-from .helpers import HAVE_TORCH, assert_parity, nchw_input
+from .helpers import HAVE_TORCH, assert_parity, image_shape, reduced_arguments
 
 if HAVE_TORCH:
     import torch
 
 NAMES = sorted(MODELS)
-# The round trip and parity at reduced size run, in the default suite, for one name per
-# registered class (the timm zoo's 40 names are two classes, tested family by family in
-# test_resnet.py and test_senet.py); for every name behind `-m slow`.
-_FIRST: dict[str, str] = {}
+
+
+def _reduced_structure(name: str) -> tuple[str, str]:
+    spec, arguments = model_config(name, **reduced_arguments(name))
+    return spec.flax_path, repr(sorted(arguments.items()))
+
+
+# At reduced size many names are one network (seresnet50, 101 and 152 all have one block a
+# stage): the default suite runs the init, round trip and parity checks once per distinct
+# reduced network (22 for the 44 names), under the first name that builds it; every name
+# runs behind `-m slow`.
+_FIRST: dict[tuple[str, str], str] = {}
 for _name in NAMES:
-    _FIRST.setdefault(MODELS[_name].flax_path, _name)
+    _FIRST.setdefault(_reduced_structure(_name), _name)
 HEAVY = [n if n in _FIRST.values() else pytest.param(n, marks=pytest.mark.slow) for n in NAMES]
-# Reduced sizes, applied to whichever of these constructor arguments an architecture has; the
-# rest (block type, grouped or not, stem, attention) stay as registered. No dropout: PyTorch's
-# random mask cannot be matched.
-REDUCED = dict(
-    base=8, n=1, channels=(16, 32, 64, 128), stem_width=8, layers=(1, 1, 1, 1), num_classes=10,
-    drop_rate=0.0,
-)  # fmt: skip
-# Odd: exercises the ceil-mode average-pool downsampling; leaves the zoo's last stage 2×2.
-IMAGE = 35
-
-
-def _reduced(name: str) -> dict[str, object]:
-    arguments = MODELS[name].arguments()
-    reduced = {key: value for key, value in REDUCED.items() if key in arguments}
-    if arguments.get("cardinality", 1) > 1:
-        reduced["cardinality"] = 4  # still grouped: 32 groups are slow on the CPU
-    if arguments.get("block_widths") is not None:
-        reduced["block_widths"] = None  # a pruned model's widths are per block of its depth
-    if arguments.get("block_reduce_first", 1) > 1:
-        reduced["base_width"] = 16
-    return reduced
-
-
-def _image(name: str, seed: int) -> np.ndarray:
-    spec, arguments = model_config(name, **_reduced(name))
-    side = 64 if arguments.get("aa_layer") else IMAGE  # timm's aa pools need multiples of 32
-    return nchw_input((2, arguments[spec.in_channels_arg], side, side), seed=seed)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -96,24 +76,46 @@ def test_building_every_flax_model_does_not_import_torch():
 @pytest.mark.requires_torch
 @pytest.mark.parametrize("name", HEAVY)
 def test_strict_round_trip(name):
-    model = randomize_batchnorm(build_torch(name, **_reduced(name)), seed=1)
-    template = variables_template(name, **_reduced(name))
+    model = randomize_batchnorm(build_torch(name, **reduced_arguments(name)), seed=1)
+    template = variables_template(name, **reduced_arguments(name))
     assert count_params(template) == sum(p.numel() for p in model.parameters())
     variables = torch_to_flax(model.state_dict(), template)  # strict: every key, shape, dtype
-    fresh = build_torch(name, **_reduced(name))
+    fresh = build_torch(name, **reduced_arguments(name))
     fresh.load_state_dict(flax_to_torch(variables, fresh), strict=True)
     for key, value in model.state_dict().items():
         assert torch.equal(fresh.state_dict()[key], value), key
 
 
 @pytest.mark.requires_torch
+@pytest.mark.parametrize("name", HEAVY)
+def test_a_fresh_flax_model_is_initialised_as_its_torch_twin(name):
+    """Training from scratch in JAX starts where PyTorch (timm's init) would: every constant
+    tensor (BatchNorm's ones and zeros, a zero-initialised last BN, the statistics) equal, and
+    every random one of 256 values or more drawn with the same spread (its standard deviation
+    within 25 %; the initialisers in question differ by 2x or more)."""
+    torch.manual_seed(0)
+    model = build_torch(name, **reduced_arguments(name))
+    n, c, h, w = image_shape(name, **reduced_arguments(name))
+    x = jnp.zeros((n, h, w, c))
+    variables = build_flax(name, **reduced_arguments(name)).init(jax.random.key(0), x)
+    ours = flax_to_torch(variables, model)
+    for key, theirs in model.state_dict().items():
+        a, b = theirs.double(), ours[key].double()
+        if a.dim() == 0 or (a.numel() > 1 and bool((a == a.flatten()[0]).all())):
+            assert torch.equal(a, b), key
+        elif a.numel() >= 256:
+            ratio = float(b.std() / a.std())
+            assert 0.8 < ratio < 1.25, (key, tuple(a.shape), ratio)
+
+
+@pytest.mark.requires_torch
 @pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
 @pytest.mark.parametrize("name", HEAVY)
 def test_reduced_parity(name, train, jax_device):
-    model = randomize_batchnorm(build_torch(name, **_reduced(name)), seed=5)
-    x = _image(name, seed=2)
+    model = randomize_batchnorm(build_torch(name, **reduced_arguments(name)), seed=5)
+    x = kink_free_input(model, image_shape(name, 2, **reduced_arguments(name)))
     result = compare_modules(
-        model, build_flax(name, **_reduced(name)), x, train=train, device=jax_device
+        model, build_flax(name, **reduced_arguments(name)), x, train=train, device=jax_device
     )
     assert_parity(result)
 
@@ -126,8 +128,8 @@ def test_full_size_init_and_strict_round_trip(name):
     weights go through that template and back bit for bit."""
     model = randomize_batchnorm(build_torch(name), seed=1)
     template = variables_template(name)
-    spec, arguments = model_config(name)
-    x = jnp.zeros((1, IMAGE, IMAGE, arguments[spec.in_channels_arg]))
+    n, c, h, w = image_shape(name)
+    x = jnp.zeros((n, h, w, c))
     # rbg: threefry's init compiles slowly on the CPU.
     initialised = jax.jit(build_flax(name).init)(jax.random.key(0, impl="rbg"), x)
     shapes = jax.tree.map(lambda a: (a.shape, a.dtype), initialised)

@@ -13,7 +13,7 @@ import pytest
 
 from seres_jax import resnet as jr
 from seres_jax.convert import flax_to_torch, torch_to_flax
-from seres_jax.parity import compare_modules, randomize_batchnorm
+from seres_jax.parity import compare_modules, kink_free_input, randomize_batchnorm
 
 from .helpers import HAVE_TORCH, assert_as_accurate_as_torch, assert_parity, nchw_input
 
@@ -70,7 +70,7 @@ def test_timm_weights_run_in_seres_jax(name, train):
     flax_model = jr.create_model(name, **kwargs)
     shapes = jax.eval_shape(flax_model.init, jax.random.key(0), jnp.zeros((1, side, side, 3)))
     variables = torch_to_flax(reference.state_dict(), shapes)  # strict
-    x = nchw_input((2, 3, side, side), seed=2)
+    x = kink_free_input(reference, (2, 3, side, side))
     result = compare_modules(reference, flax_model, x, train=train, variables=variables)
     assert_parity(result, label="fp32 vs timm")
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -18,7 +17,7 @@ from seres_jax.formats import load_checkpoint
 from seres_jax.registry import build_flax, build_torch
 from seres_jax.train import TrainConfig, fit
 
-from .helpers import HAVE_TORCH, write_cifar10
+from .helpers import HAVE_TORCH, cpu_devices_env, run_json_script, write_cifar10
 
 if HAVE_TORCH:
     import safetensors.torch
@@ -62,14 +61,7 @@ SHARDED_SCRIPT = textwrap.dedent(
 
 
 def test_eight_devices_match_one_device_on_the_same_global_batch():
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
-           "JAX_PLATFORMS": "cpu"}  # fmt: skip
-    proc = subprocess.run(
-        [sys.executable, "-c", SHARDED_SCRIPT], capture_output=True, text=True, env=env,
-        timeout=600,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    report = run_json_script(SHARDED_SCRIPT, devices=8, timeout=600)
     print(report)
     # Cross-device reductions sum in another order: float32 rounding only.
     assert report["param_err"] < 1e-4
@@ -140,8 +132,7 @@ def test_bad_input_is_one_line_and_writes_nothing(argv, message, tmp_path, capsy
 
 
 def test_batch_size_not_divisible_by_devices(tmp_path):
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
-           "JAX_PLATFORMS": "cpu", "SERES_COMPILE_CACHE": "off"}  # fmt: skip
+    env = cpu_devices_env(2, SERES_COMPILE_CACHE="off")
     workdir = tmp_path / "run"
     proc = subprocess.run(
         [sys.executable, "-m", "seres_cli.main", "train", "--batch-size", "33", "--workdir",

@@ -307,7 +307,7 @@ def _plot(history: list[dict[str, Any]], path: Path) -> None:
 
 def _train(args: argparse.Namespace) -> int:
     from seres_jax.data import load_dataset
-    from seres_jax.registry import build_flax, parse_arch
+    from seres_jax.registry import build_flax, parse_arch, variables_template
     from seres_jax.train import (
         CURVES_FILE,
         TrainConfig,
@@ -338,7 +338,9 @@ def _train(args: argparse.Namespace) -> int:
     mesh = make_mesh()
     config.validate(mesh.size)  # before the data is read (with the seed) and the workdir exists
     dataset = load_dataset(args.dataset, config.data_dir, config.seed, config.data_options())
-    model = build_flax(run_arch(config, dataset.image_shape[-1], dataset.num_classes))
+    arch = run_arch(config, dataset.image_shape[-1], dataset.num_classes)
+    variables_template(arch)  # widths its numbers make impossible: one line, no workdir
+    model = build_flax(arch)
     total = config.steps(len(dataset.train)).last
     progress = _Progress(total, args.progress)
     try:

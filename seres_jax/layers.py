@@ -59,6 +59,11 @@ def torch_uniform(fan_in: int) -> Initializer:
     return init
 
 
+# timm's convolution init (``kaiming_normal_(mode="fan_out", nonlinearity="relu")``), which its
+# models apply to every Conv2d after building them; biases keep PyTorch's default.
+HE_NORMAL: Initializer = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+
+
 def conv2d(
     cin: int,
     cout: int,
@@ -74,7 +79,14 @@ def conv2d(
     name: str | None = None,
 ) -> nn.Conv:
     """An ``nn.Conv`` configured as ``torch.nn.Conv2d(cin, cout, k, stride, padding, bias,
-    groups=groups)``, initialised as PyTorch does unless ``kernel_init`` is given."""
+    groups=groups)``, initialised as PyTorch does unless ``kernel_init`` is given. Widths that
+    are not positive multiples of ``groups`` (a small ``channels`` under grouped convolutions or
+    the SE squeeze) are refused here, with the numbers, not deep inside ``init``."""
+    if min(cin, cout) < groups or cin % groups or cout % groups:
+        raise ValueError(
+            "widths must be positive multiples of the groups: a convolution of "
+            f"{cin} -> {cout} channels in {groups} group(s)"
+        )
     init = torch_uniform(cin // groups * k * k)
     return nn.Conv(
         cout,
@@ -193,12 +205,14 @@ def make_divisible(value: float, divisor: int = 8) -> int:
 
 class SEModule(nn.Module):
     """timm's ``SEModule`` (mirror of ``seres_torch.layers.SEModule``); params ``fc1``, ``fc2``,
-    1×1 convolutions with bias."""
+    1×1 convolutions with bias. ``kernel_init`` (Flax only, default PyTorch's) is what the
+    model around it re-initialises its convolutions with in PyTorch: ``HE_NORMAL`` in timm's."""
 
     channels: int
     rd_ratio: float = 1 / 16
     rd_divisor: int = 8
     rd_channels: int | None = None
+    kernel_init: Initializer | None = None
     dtype: Dtype = None
     param_dtype: Dtype = jnp.float32
 
@@ -206,7 +220,10 @@ class SEModule(nn.Module):
         hidden = make_divisible(self.channels * self.rd_ratio, self.rd_divisor)
         if self.rd_channels is not None:
             hidden = self.rd_channels
-        conv = dict(k=1, use_bias=True, dtype=self.dtype, param_dtype=self.param_dtype)
+        conv = dict(
+            k=1, use_bias=True, kernel_init=self.kernel_init, dtype=self.dtype,
+            param_dtype=self.param_dtype,
+        )  # fmt: skip
         self.fc1 = conv2d(self.channels, hidden, **conv)
         self.fc2 = conv2d(hidden, self.channels, **conv)
 

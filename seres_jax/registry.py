@@ -210,7 +210,10 @@ def build_flax(arch: str, dtype: Any = None, **overrides: Any) -> nn.Module:
 def build_torch(arch: str, **overrides: Any) -> torch.nn.Module:
     """The ``seres_torch`` twin of ``build_flax(arch, **overrides)``."""
     spec, arguments = model_config(arch, **overrides)
-    return spec.torch_cls(**arguments)
+    try:
+        return spec.torch_cls(**arguments)
+    except ValueError as err:  # widths the arch string's numbers make impossible
+        raise RegistryError(f"{arch} cannot be built: {err}") from None
 
 
 def variables_template(arch: str, param_dtype: Any = None, **overrides: Any) -> Any:
@@ -223,7 +226,10 @@ def variables_template(arch: str, param_dtype: Any = None, **overrides: Any) -> 
     extra = {"param_dtype": param_dtype} if param_dtype is not None else {}
     model = spec.flax_cls(**arguments, **extra)
     image = jnp.zeros((1, 16, 16, arguments[spec.in_channels_arg]), jnp.float32)
-    return jax.eval_shape(model.init, jax.random.key(0), image)
+    try:
+        return jax.eval_shape(model.init, jax.random.key(0), image)
+    except ValueError as err:  # widths the arch string's numbers make impossible
+        raise RegistryError(f"{arch} cannot be built: {err}") from None
 
 
 def data_config(arch: str | None) -> DataConfig:

@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from .layers import (
+    HE_NORMAL,
     BatchNorm,
     Dtype,
     SEModule,
@@ -158,7 +159,7 @@ ZOO: dict[str, dict[str, Any]] = {
 }  # fmt: skip
 
 # timm's convolutions: PyTorch's geometry, He-normal over fan-out.
-_conv = partial(conv2d, kernel_init=nn.initializers.variance_scaling(2.0, "fan_out", "normal"))
+_conv = partial(conv2d, kernel_init=HE_NORMAL)
 
 
 STEM_TYPES = ("", "deep", "deep_tiered")
@@ -201,7 +202,10 @@ def anti_alias(aa_layer: str | None, stride: int = 2) -> Callable[[jax.Array], j
 def _attention(attn: str | None, channels: int, unpruned: int, **dt: Any) -> nn.Module | None:
     # timm prunes a block's convolutions, not its attention module: ECA keeps the kernel size
     # of the unpruned width (the same size whenever the block is not pruned).
-    kwargs: dict[str, Any] = {"kernel_size": eca_kernel_size(unpruned)} if attn == "eca" else {}
+    # ECA's Conv1d is not one timm re-initialises; SE's Conv2d are.
+    kwargs: dict[str, Any] = (
+        {"kernel_size": eca_kernel_size(unpruned)} if attn == "eca" else {"kernel_init": HE_NORMAL}
+    )
     return create_attn(attn, channels, **kwargs, **dt)
 
 

@@ -22,7 +22,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from .layers import BatchNorm, Dtype, SEModule, torch_uniform
+from .layers import HE_NORMAL, BatchNorm, Dtype, SEModule, torch_uniform
 from .resnet import _conv
 
 __all__ = [
@@ -80,7 +80,9 @@ class _Block(nn.Module):
 
     def _common(self, outplanes: int) -> None:
         dt = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        self.se_module = SEModule(outplanes, rd_channels=outplanes // self.reduction, **dt)
+        self.se_module = SEModule(
+            outplanes, rd_channels=outplanes // self.reduction, kernel_init=HE_NORMAL, **dt
+        )
         k, pad = self.downsample_kernel_size, self.downsample_padding
         self.downsample = (
             [_conv(self.inplanes, outplanes, k, self.stride, pad, **dt), BatchNorm(**dt)]

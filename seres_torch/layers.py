@@ -28,6 +28,20 @@ def count_params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 
+def check_widths(model: nn.Module) -> None:
+    """Refuse a model with a convolution of no channels (a small ``channels`` under grouped
+    convolutions or the SE squeeze), which PyTorch builds without a word; the Flax twin's
+    ``conv2d`` refuses the same widths."""
+    empty = [
+        f"{name} ({m.in_channels} -> {m.out_channels} channels in {m.groups} group(s))"
+        for name, m in model.named_modules()
+        if isinstance(m, nn.Conv2d) and min(m.in_channels, m.out_channels) < 1
+    ]
+    if empty:
+        shown = ", ".join(empty[:3]) + (f" and {len(empty) - 3} more" if len(empty) > 3 else "")
+        raise ValueError(f"widths must be positive multiples of the groups: {shown}")
+
+
 def make_activation(act: str) -> nn.Module:
     """The notebook's in-place activations, by name."""
     if act == "silu":

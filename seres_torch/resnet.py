@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .layers import SEModule, create_attn, eca_kernel_size, make_divisible
+from .layers import SEModule, check_widths, create_attn, eca_kernel_size, make_divisible
 
 # SEModule and make_divisible lived here before the attention vocabulary moved to layers.
 __all__ = [
@@ -294,6 +294,7 @@ class SEResNet(nn.Module):
             stages.append(nn.Sequential(*blocks))
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
         self.fc = nn.Linear(inplanes, num_classes)
+        check_widths(self)
         self._init_weights(zero_init_last)
 
     def _init_weights(self, zero_init_last: bool) -> None:

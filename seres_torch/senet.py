@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import SEModule
+from .layers import SEModule, check_widths
 
 __all__ = [
     "BLOCKS",
@@ -224,6 +224,7 @@ class SENet(nn.Module):
             inplanes = outplanes
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
         self.last_linear = nn.Linear(inplanes, num_classes)
+        check_widths(self)
         # timm's init: He-normal (fan_out) convolutions, the SE's included; PyTorch's defaults
         # for BatchNorm (1, 0) and the classifier.
         for m in self.modules():
