@@ -221,6 +221,22 @@ def image_shape(name: str, batch: int = 1, **overrides: Any) -> tuple[int, int, 
     return (batch, arguments[spec.in_channels_arg], side, side)
 
 
+def reduced_case(name: str) -> tuple[Any, Any, np.ndarray]:
+    """``name`` reduced, as ``test_registry`` compares it and ``zoo_report`` reports it: the
+    PyTorch model (seeded weights, randomised BatchNorm), its Flax twin, and a kink-free input
+    of two images."""
+    import torch
+
+    from seres_jax.parity import kink_free_input, randomize_batchnorm
+    from seres_jax.registry import build_flax, build_torch
+
+    kwargs = reduced_arguments(name)
+    torch.manual_seed(0)
+    model = randomize_batchnorm(build_torch(name, **kwargs), seed=5)
+    x = kink_free_input(model, image_shape(name, 2, **kwargs))
+    return model, build_flax(name, **kwargs), x
+
+
 # --------------------------------------------------------------------------- `seres` runs
 
 TINY_ARCH = "seresnet_tiny:base=4,n=1,reduction=4"  # digits at batch 256: 5 steps an epoch

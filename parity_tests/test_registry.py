@@ -16,10 +16,10 @@ import pytest
 
 from seres_jax.convert import flax_to_torch, torch_to_flax
 from seres_jax.layers import count_params
-from seres_jax.parity import compare_modules, kink_free_input, randomize_batchnorm
+from seres_jax.parity import compare_modules, randomize_batchnorm
 from seres_jax.registry import MODELS, build_flax, build_torch, model_config, variables_template
 
-from .helpers import HAVE_TORCH, assert_parity, image_shape, reduced_arguments
+from .helpers import HAVE_TORCH, assert_parity, image_shape, reduced_arguments, reduced_case
 
 if HAVE_TORCH:
     import torch
@@ -117,12 +117,8 @@ def test_a_fresh_flax_model_is_initialised_as_its_torch_twin(name):
 @pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
 @pytest.mark.parametrize("name", HEAVY)
 def test_reduced_parity(name, train, jax_device):
-    model = randomize_batchnorm(build_torch(name, **reduced_arguments(name)), seed=5)
-    x = kink_free_input(model, image_shape(name, 2, **reduced_arguments(name)))
-    result = compare_modules(
-        model, build_flax(name, **reduced_arguments(name)), x, train=train, device=jax_device
-    )
-    assert_parity(result)
+    model, flax_model, x = reduced_case(name)
+    assert_parity(compare_modules(model, flax_model, x, train=train, device=jax_device))
 
 
 @pytest.mark.slow

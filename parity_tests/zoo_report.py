@@ -36,13 +36,12 @@ from seres_jax.formats import atomic_path
 from seres_jax.parity import (
     FP32_TOL,
     compare_modules,
-    kink_free_input,
     randomize_batchnorm,
     relative_error,
 )
 from seres_jax.registry import MODELS, build_flax, build_torch, variables_template
 
-from .helpers import image_shape, nchw_input, reduced_arguments, settle_batchnorm
+from .helpers import nchw_input, reduced_case, settle_batchnorm
 
 ZOO_CLASSES = ("seres_jax.resnet:SEResNet", "seres_jax.senet:SENet")
 NAMES = [name for name, spec in MODELS.items() if spec.flax_path in ZOO_CLASSES]
@@ -67,13 +66,10 @@ def round_trip(name: str) -> dict[str, Any]:
 
 def reduced_parity(name: str) -> dict[str, Any]:
     """JAX float32 against PyTorch at the reduced size of ``test_registry``."""
-    kwargs = reduced_arguments(name)
-    torch.manual_seed(0)  # the weights of the test (conftest seeds each test so)
-    model = randomize_batchnorm(build_torch(name, **kwargs), seed=5)
-    x = kink_free_input(model, image_shape(name, 2, **kwargs))
+    model, flax_model, x = reduced_case(name)
     out: dict[str, Any] = {"reduced_input": list(x.shape)}
     for mode in ("eval", "train"):
-        result = compare_modules(model, build_flax(name, **kwargs), x, train=mode == "train")
+        result = compare_modules(model, flax_model, x, train=mode == "train")
         out[mode] = {k: v for k, v in result.worst().items() if k in KINDS}
         out[f"{mode}_holds_fp32_gates"] = not result.failures(FP32_TOL)
     return out
@@ -161,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(names) - set(NAMES))
     if unknown:
         parser.error(f"not zoo models: {', '.join(unknown)}")
+    if args.out.exists() and not args.out.is_dir():
+        parser.error(f"--out {args.out}: not a directory")
     for suffix in ("json", "md"):
         if (args.out / f"zoo_report.{suffix}").exists() and not args.force:
             parser.error(f"{args.out / f'zoo_report.{suffix}'} exists; pass --force to replace")
