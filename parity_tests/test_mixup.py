@@ -19,6 +19,7 @@ import optax
 import pytest
 from safetensors.numpy import load_file
 
+from seres_jax.losses import cross_entropy, soft_cross_entropy
 from seres_jax.mixup import (
     MixDraw,
     MixupConfig,
@@ -28,9 +29,7 @@ from seres_jax.mixup import (
     mix_batch,
     mix_images,
     mixup_target,
-    soft_cross_entropy,
 )
-from seres_jax.optim import cross_entropy
 
 from .helpers import run_json_script
 

@@ -6,7 +6,7 @@ import numpy as np
 import optax
 import pytest
 
-from seres_jax import optim
+from seres_jax import losses, optim
 
 from .helpers import HAVE_TORCH
 
@@ -358,12 +358,12 @@ def test_cross_entropy_matches_torch(label_smoothing):
     expected = torch.nn.functional.cross_entropy(
         torch.tensor(logits), torch.tensor(labels), label_smoothing=label_smoothing
     ).item()
-    ours = optim.cross_entropy(jnp.asarray(logits), jnp.asarray(labels), label_smoothing)
+    ours = losses.cross_entropy(jnp.asarray(logits), jnp.asarray(labels), label_smoothing)
     assert ours.dtype == jnp.float32
     np.testing.assert_allclose(float(ours), expected, rtol=1e-6)
 
     bf16_logits = jnp.asarray(logits, jnp.bfloat16)
-    ours_bf16 = optim.cross_entropy(bf16_logits, jnp.asarray(labels), label_smoothing)
+    ours_bf16 = losses.cross_entropy(bf16_logits, jnp.asarray(labels), label_smoothing)
     assert ours_bf16.dtype == jnp.float32
     # Computed in float32, so it equals torch's float32 loss of the bf16-rounded logits...
     rounded = torch.tensor(np.asarray(bf16_logits, np.float32))
@@ -379,7 +379,7 @@ def test_cross_entropy_matches_torch(label_smoothing):
 
 def test_cross_entropy_rejects_bad_label_smoothing():
     with pytest.raises(ValueError, match="label_smoothing"):
-        optim.cross_entropy(jnp.zeros((2, 3)), jnp.zeros(2, jnp.int32), 1.5)
+        losses.cross_entropy(jnp.zeros((2, 3)), jnp.zeros(2, jnp.int32), 1.5)
 
 
 # ---------------------------------------------------------------------------- dispatch
@@ -400,3 +400,9 @@ def test_invalid_sgd_arguments_raise():
         optim.sgd(0.1, nesterov=True)
     with pytest.raises(ValueError, match="Nesterov"):
         optim.sgd(0.1, momentum=0.9, dampening=0.1, nesterov=True)
+
+
+def test_optim_cross_entropy_is_deprecated_alias():
+    with pytest.warns(DeprecationWarning, match="seres_jax.losses.cross_entropy"):
+        old = optim.cross_entropy
+    assert old is losses.cross_entropy

@@ -27,6 +27,9 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
+# Moved to seres_jax.losses; still importable from here.
+from .losses import soft_cross_entropy as soft_cross_entropy
+
 
 @flax.struct.dataclass
 class MixupConfig:
@@ -175,10 +178,3 @@ def mix_images(images: jax.Array, draw: MixDraw) -> jax.Array:
     # Selects rather than branches: both are cheap, elementwise, and shard with the batch.
     blended = jnp.where(draw.lam < 1, mixup_images(images, draw.lam), images)
     return jnp.where(draw.use_cutmix, paste_box(images, draw.box), blended)
-
-
-def soft_cross_entropy(logits: jax.Array, targets: jax.Array) -> jax.Array:
-    """timm's ``SoftTargetCrossEntropy``: ``mean(sum(-targets * log_softmax(logits), -1))``,
-    in float32 whatever the logits dtype."""
-    log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-    return jnp.mean(jnp.sum(-targets * log_probs, axis=-1))

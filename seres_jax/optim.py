@@ -1,8 +1,8 @@
-"""Optimizers, learning-rate schedules and the classification loss for JAX training.
+"""Optimizers and learning-rate schedules for JAX training.
 
 This module owns the optax side of training parity with PyTorch: every factory here
-reproduces a named ``torch.optim`` optimizer, ``torch.optim.lr_scheduler`` scheduler or
-``torch.nn.functional.cross_entropy`` (up to float32 rounding), so a recipe tuned in
+reproduces a named ``torch.optim`` optimizer or ``torch.optim.lr_scheduler`` scheduler (up
+to float32 rounding), so a recipe tuned in
 PyTorch transfers unchanged. Schedules are optax schedules (step -> lr) evaluated at the
 optimizer-step count, i.e. they equal a torch scheduler that is stepped once after every
 ``optimizer.step()``.
@@ -29,7 +29,6 @@ __all__ = [
     "adamw",
     "build",
     "constant",
-    "cross_entropy",
     "decay_kernels_only",
     "make_optimizer",
     "make_schedule",
@@ -508,27 +507,17 @@ def build(
     return recipe_optimizer(recipe, schedule, total_steps), schedule
 
 
-# ------------------------------------------------------------------------------- loss
+def __getattr__(name: str) -> Any:
+    # Deprecated in 0.2: the losses live in seres_jax.losses (see CHANGELOG.md).
+    if name == "cross_entropy":
+        import warnings
 
+        from .losses import cross_entropy
 
-def cross_entropy(
-    logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, label_smoothing: float = 0.0
-) -> jax.Array:
-    """Mean softmax cross-entropy over the batch, in float32 whatever the logits dtype.
-
-    ``logits`` is ``(..., num_classes)`` and ``labels`` the matching integer class ids.
-    Equals ``torch.nn.functional.cross_entropy(logits, labels,
-    label_smoothing=label_smoothing)``, whose smoothed target is
-    ``(1 - eps) * onehot + eps / num_classes`` (the uniform part covers all classes,
-    the true one included), i.e. ``(1 - eps) * nll + eps * mean_k(-log p_k)``.
-    """
-    if not 0.0 <= label_smoothing <= 1.0:
-        raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing}")
-    # Upcast first: a bf16 log-softmax keeps only ~3 significant digits of the loss.
-    log_probs = jax.nn.log_softmax(jnp.asarray(logits).astype(jnp.float32), axis=-1)
-    labels = jnp.asarray(labels)
-    nll = -jnp.take_along_axis(log_probs, labels[..., None], axis=-1)[..., 0]
-    if label_smoothing:
-        uniform = -jnp.mean(log_probs, axis=-1)
-        nll = (1.0 - label_smoothing) * nll + label_smoothing * uniform
-    return jnp.mean(nll)
+        warnings.warn(
+            "seres_jax.optim.cross_entropy moved to seres_jax.losses.cross_entropy",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return cross_entropy
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

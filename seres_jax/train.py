@@ -78,8 +78,9 @@ from .data import Dataset, Splits, eval_dataset, stream_seed, to_devices, train_
 from .data.catalog import DATASETS, DataOptions, splits_from_arrays
 from .data.images import INTERPOLATIONS
 from .formats import atomic_path
+from .losses import cross_entropy
 from .mixup import MixupConfig, draw_mix, mix_images
-from .optim import OPTIMIZER_NAMES, SCHEDULE_NAMES, cross_entropy
+from .optim import OPTIMIZER_NAMES, SCHEDULE_NAMES
 
 PRECISIONS = {"fp32": None, "bf16": jnp.bfloat16}
 DATA_AXIS = "data"
