@@ -274,12 +274,12 @@ def snapshot(directory: Path) -> dict[str, bytes | None]:
 KILLABLE = textwrap.dedent(
     """
     import os, signal, sys
-    import seres_jax.train as train
+    import seres_jax.train.loop as loop
     from seres_cli.main import main
 
     point, count = sys.argv[1], int(sys.argv[2])
-    owner, name = {"metrics": (train, "_write_metrics"),
-                   "checkpoint": (train._Checkpoints, "save")}[point]
+    owner, name = {"metrics": (loop, "_write_metrics"),
+                   "checkpoint": (loop._Checkpoints, "save")}[point]
     original, calls = getattr(owner, name), []
 
     def killed_after(*args, **kwargs):

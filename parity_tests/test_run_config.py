@@ -17,6 +17,7 @@ import jax
 import pytest
 
 import seres_jax.train as train
+import seres_jax.train.loop as loop
 from seres_cli.main import main
 
 from .helpers import TINY_ARCH, one_error_line, snapshot, train_tiny
@@ -63,7 +64,7 @@ def test_config_json_is_written_before_the_first_step(tmp_path, monkeypatch):
 
         return dataclasses.replace(steps, train=step)
 
-    monkeypatch.setattr(train, "compile_steps", spying)
+    monkeypatch.setattr(loop, "compile_steps", spying)  # where `fit` looks it up
     assert train_tiny(workdir, "--max-steps", "1") == 0
     assert seen == [True]
     record = _config(workdir)

@@ -22,7 +22,7 @@
   prefetch thread, so host work overlaps device compute. uint8 images are normalised there, on
   the device (``(x / 255 - mean) / std``, timm's ``ToTensor`` + ``Normalize``): a quarter of
   the bytes cross to the device. The iterator is grain's: ``get_state()`` / ``set_state()``
-  save and restore its position (``seres_jax.train`` keeps it in each checkpoint).
+  save and restore its position (``seres_jax.train.checkpoints`` keeps it in each checkpoint).
 """
 
 from __future__ import annotations

@@ -1,0 +1,49 @@
+"""``seres convert``: a checkpoint from one format to another, checked against the
+architecture given or read from the run's ``config.json``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .common import Subcommands, _checked_against
+
+_DTYPES = ("float32", "float16", "bfloat16")
+
+
+def add_arguments(sub: Subcommands) -> None:
+    convert = sub.add_parser("convert", help="convert a checkpoint between formats")
+    convert.add_argument("src", type=Path, help=".pt/.pth, .safetensors, .msgpack or orbax dir")
+    convert.add_argument("dst", type=Path, help="the same formats; chosen by the extension")
+    convert.add_argument(
+        "--arch",
+        help="check strictly against this architecture (default: "
+        "the one in the config.json of a work directory SRC is part of)",
+    )
+    convert.add_argument("--param-dtype", choices=sorted(_DTYPES), default="float32",
+                         help="the dtype --arch expects the weights in")  # fmt: skip
+    convert.add_argument("--force", action="store_true", help="replace an existing DST")
+
+
+def run(args: argparse.Namespace) -> int:
+    from seres_jax.formats import check_destination, format_of, load_checkpoint, save_checkpoint
+    from seres_jax.registry import variables_template
+    from seres_jax.train import find_run_config
+
+    src_format, _ = format_of(args.src)
+    dst_format, _ = format_of(args.dst)
+    # Refused before anything is read: an existing DST without --force, one of another kind,
+    # or one that is or holds SRC.
+    check_destination(args.dst, force=args.force, directory=dst_format == "orbax", source=args.src)
+    arch, source = args.arch, ""
+    run = find_run_config(args.src) if arch is None else None
+    if run is not None and run[1].get("arch"):
+        arch, source = run[1]["arch"], f" (from {run[0]})"
+    template = variables_template(arch, args.param_dtype) if arch else None
+    with _checked_against(args.src, f"{arch}{source}" if arch else None):
+        checkpoint = load_checkpoint(args.src, template=template)
+        save_checkpoint(checkpoint, args.dst, force=args.force, template=template)
+    strict = f", checked against {arch}{source}" if arch else ""
+    print(f"{args.src} ({src_format}) -> {args.dst} ({dst_format}): "
+          f"{checkpoint.num_tensors} tensors{strict}")  # fmt: skip
+    return 0

@@ -1,0 +1,156 @@
+"""``seres eval``: loss, top-1 and top-5 of a checkpoint on a dataset split, the architecture
+and preprocessing read from the run's ``config.json``; with ``--torch``, PyTorch on the same
+batches too."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from .common import (
+    DEFAULT_DATASET,
+    Subcommands,
+    UsageError,
+    _add_compile_cache,
+    _add_image_arguments,
+    _checked_against,
+    _int_at_least,
+    _require_torch,
+)
+
+
+def add_arguments(sub: Subcommands) -> None:
+    evaluate = sub.add_parser("eval", help="top-1/top-5 of a checkpoint on a dataset split")
+    evaluate.add_argument("src", type=Path,
+                          help="a `seres train` work directory (its latest checkpoint) or a "
+                          "checkpoint in any format")  # fmt: skip
+    evaluate.add_argument("--arch", help="default: the work directory's config.json")
+    evaluate.add_argument("--dataset", help="default: the run's, else digits")
+    evaluate.add_argument("--data-dir", help="default: the run's")
+    evaluate.add_argument("--split", choices=("val", "train"), default="val")
+    evaluate.add_argument(
+        "--batch-size", type=_int_at_least(1), help="default: the run's, else 256"
+    )
+    _add_image_arguments(evaluate)
+    evaluate.add_argument("--torch", action="store_true",
+                          help="also run seres_torch on the same batches and compare")  # fmt: skip
+    evaluate.add_argument("--json", type=Path, help="also write the results as JSON here")
+    evaluate.add_argument("--force", action="store_true", help="replace an existing --json file")
+    evaluate.add_argument("--no-progress", dest="progress", action="store_false")
+    _add_compile_cache(evaluate)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Loss, top-1 and top-5 of a checkpoint on a dataset split, in JAX over every device;
+    with ``--torch``, ``seres_torch`` on the same batches too."""
+    from seres_jax.data import load_dataset
+    from seres_jax.formats import check_destination, load_checkpoint
+    from seres_jax.registry import build_flax, build_torch, variables_template
+    from seres_jax.train import (
+        CHECKPOINT_DIR,
+        PRECISIONS,
+        TrainConfig,
+        evaluate_variables,
+        find_run_config,
+        run_arch,
+    )
+
+    if not args.src.exists():
+        raise UsageError(f"{args.src}: no such file or directory")
+    if args.json is not None:
+        check_destination(args.json, force=args.force)
+    if args.torch:
+        _require_torch("eval --torch")
+    run = find_run_config(args.src)
+    stored = run[1]["config"] if run is not None else {}
+    model = args.arch or stored.get("model")
+    if model is None:
+        raise UsageError(f"--arch is needed: {args.src} is not part of a `seres train` work "
+                         "directory with a config.json naming its model")  # fmt: skip
+    dataset_name: str = args.dataset or stored.get("dataset") or DEFAULT_DATASET
+
+    # Preprocessing as the run trained (its overrides of the model's pretrained config), unless
+    # the command line says otherwise.
+    def chosen(flag: str) -> Any:
+        value = getattr(args, flag)
+        return value if value is not None else stored.get(flag)
+
+    config = TrainConfig(
+        model=model,
+        dataset=dataset_name,
+        data_dir=args.data_dir or stored.get("data_dir"),
+        batch_size=args.batch_size or stored.get("batch_size") or 256,
+        seed=stored.get("seed", 0),  # the digits split the run validated on
+        precision=stored.get("precision", "fp32"),
+        workers=args.workers,
+        skip_bad_images=args.skip_bad_images,
+        augment=False,
+        image_size=chosen("image_size"),
+        crop_pct=chosen("crop_pct"),
+        interpolation=chosen("interpolation"),
+    )
+    config.validate(1)
+    dataset = load_dataset(dataset_name, config.data_dir, config.seed, config.data_options())
+    arch = run_arch(config, dataset.image_shape[-1], dataset.num_classes)
+    src = args.src / CHECKPOINT_DIR if (args.src / CHECKPOINT_DIR).is_dir() else args.src
+    template = variables_template(arch)
+    with _checked_against(src, arch):
+        variables = load_checkpoint(src, template=template).to_variables(template)
+    source = {"val": dataset.val, "train": dataset.train}[args.split]
+    what = f"{arch} on the {dataset_name} {args.split} split ({len(source)} images)"
+    progress = _ImageProgress(len(source), args.progress, "JAX")
+    try:
+        result = evaluate_variables(
+            build_flax(arch, dtype=PRECISIONS.get(config.precision)), variables, dataset,
+            config.batch_size, split=args.split, workers=config.workers, on_batch=progress,
+        )  # fmt: skip
+    finally:
+        progress.close()
+    print(f"{args.src}: {what}: top-1 {result['acc']:.4f}, top-5 {result['acc5']:.4f}, "
+          f"loss {result['loss']:.4f}, {result['images_per_s']:.0f} images/s")  # fmt: skip
+    report: dict[str, Any] = {
+        "checkpoint": str(args.src), "arch": arch, "dataset": dataset_name,
+        "split": args.split, "jax": result,
+    }  # fmt: skip
+    if args.torch:
+        from seres_jax.convert import flax_to_state_dict, to_torch
+        from seres_jax.parity import compare_on_data
+
+        torch_model = build_torch(arch)
+        state = flax_to_state_dict(variables)
+        torch_model.load_state_dict({k: to_torch(v) for k, v in state.items()}, strict=True)
+        progress = _ImageProgress(len(source), args.progress, "JAX and PyTorch")
+        try:
+            both = compare_on_data(torch_model, build_flax(arch), variables, dataset,
+                                   config.batch_size, args.split, on_batch=progress)  # fmt: skip
+        finally:
+            progress.close()
+        print(f"same batches in both: top-1 JAX {both.jax_top1:.4f}, PyTorch "
+              f"{both.torch_top1:.4f}; identical argmax on {both.agreement:.2%} of "
+              f"{both.count} images; largest logit difference "
+              f"{both.max_logit_diff:.2e}")  # fmt: skip
+        report["torch"] = both.to_dict()
+    if args.json is not None:
+        from seres_jax.formats import atomic_path
+
+        with atomic_path(args.json, force=args.force) as tmp:
+            tmp.write_text(json.dumps(report, indent=2), encoding="utf-8")
+    return 0
+
+
+class _ImageProgress:
+    """A tqdm bar over images, fed a batch at a time."""
+
+    def __init__(self, total: int, enabled: bool, what: str) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, unit="img", desc=what, disable=not enabled,
+                        dynamic_ncols=True)  # fmt: skip
+
+    def __call__(self, batch: int) -> None:
+        self.bar.update(min(batch, self.bar.total - self.bar.n))  # the last batch is padded
+
+    def close(self) -> None:
+        self.bar.close()

@@ -1,0 +1,165 @@
+"""``seres train``: one ``TrainConfig`` from the flags named as its fields, ``fit``, the
+curves and the optional PyTorch export."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+from .common import (
+    DEFAULT_DATASET,
+    DEFAULT_MODEL,
+    Subcommands,
+    UsageError,
+    _add_compile_cache,
+    _add_image_arguments,
+    _export,
+    _plot,
+    _Progress,
+    _warnings_to_stderr,
+)
+
+
+def add_arguments(sub: Subcommands) -> None:
+    from seres_jax.data import DATASET_NAMES
+    from seres_jax.optim import OPTIMIZER_NAMES, SCHEDULE_NAMES
+    from seres_jax.train import PRECISIONS, TrainConfig
+
+    p = sub.add_parser("train", help="train a model with optax")
+    d = TrainConfig()  # one source of truth for the recipe's defaults
+    # The flags named as TrainConfig's fields make the config (`run`); the others
+    # (--workdir, --resume, --export, ...) steer the command.
+    p.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help="architecture, e.g. seresnet_tiny or seresnet_tiny:base=16,n=3",
+    )
+    p.add_argument("--dataset", default=DEFAULT_DATASET, help=f"one of {', '.join(DATASET_NAMES)}")
+    p.add_argument(
+        "--data-dir",
+        help="cifar10: its binary files; imagefolder: ROOT with train/ "
+        "and val/ class directories; arrayrecord: `seres data pack`'s OUT_DIR",
+    )
+    _add_image_arguments(p)
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="global batch size")
+    p.add_argument("--optimizer", default=d.optimizer, help=f"one of {', '.join(OPTIMIZER_NAMES)}")
+    p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate")
+    p.add_argument("--momentum", type=float, default=d.momentum)
+    p.add_argument("--no-nesterov", dest="nesterov", action="store_false")
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    p.add_argument(
+        "--decay-all",
+        action="store_true",
+        help="decay biases and BatchNorm parameters too (PyTorch's default)",
+    )
+    p.add_argument("--schedule", default=d.schedule, help=f"one of {', '.join(SCHEDULE_NAMES)}")
+    p.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs)
+    p.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
+    p.add_argument("--mixup", type=float, default=d.mixup, help="timm's mixup alpha (0: off)")
+    p.add_argument("--cutmix", type=float, default=d.cutmix, help="timm's cutmix alpha (0: off)")
+    p.add_argument("--mix-prob", type=float, default=d.mix_prob,
+                   help="probability that a batch is mixed")  # fmt: skip
+    p.add_argument(
+        "--augment",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="random crop + flip (default: the dataset's: on for cifar10 (pad-crop-flip), "
+        "imagefolder and arrayrecord (RandomResizedCrop))",
+    )
+    p.add_argument("--color-jitter", type=float, default=d.color_jitter,
+                   help="image datasets: brightness/contrast/saturation jitter")  # fmt: skip
+    p.add_argument(
+        "--precision",
+        default=d.precision,
+        choices=sorted(PRECISIONS),
+        help="bf16: bfloat16 compute, float32 parameters and optimizer state",
+    )
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--workdir", type=Path, help="checkpoints, metrics.jsonl, curves.png")
+    p.add_argument(
+        "--checkpoint-every", type=int, default=d.checkpoint_every, help="steps (0: at the end)"
+    )
+    p.add_argument("--keep", type=int, default=d.keep, help="checkpoints kept")
+    p.add_argument(
+        "--resume", action="store_true", help="continue the run in --workdir where it stopped"
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start again in a --workdir holding a run (deleting its checkpoints, metrics and "
+        "curves, nothing else); replace an existing --export file",
+    )
+    p.add_argument("--export", type=Path, help="write the weights as a PyTorch .safetensors")
+    p.add_argument(
+        "--log-every", type=int, default=d.log_every, help="steps between metric fetches"
+    )
+    p.add_argument("--max-steps", type=int, help="stop after this many steps in total")
+    p.add_argument(
+        "--override",
+        action="store_true",
+        help="with --resume: accept a model, dataset or recipe other than the run's config.json "
+        "(recorded there)",
+    )
+    p.add_argument("--no-progress", dest="progress", action="store_false")  # fmt: skip
+    _add_compile_cache(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    from seres_jax.data import load_dataset
+    from seres_jax.registry import build_flax, parse_arch, variables_template
+    from seres_jax.train import (
+        CURVES_FILE,
+        TrainConfig,
+        fit,
+        initialize_distributed,
+        make_mesh,
+        read_metrics,
+        run_arch,
+    )
+
+    if args.export is not None:
+        if args.export.suffix != ".safetensors":
+            raise UsageError(f"--export must name a .safetensors file, got {args.export}")
+        if args.export.is_dir():
+            raise UsageError(f"--export {args.export} is a directory")
+        if args.export.exists() and not args.overwrite:
+            raise UsageError(f"{args.export} exists; pass --overwrite to replace it")
+    if args.resume and args.workdir is None:
+        raise UsageError("--resume needs --workdir")
+    if args.resume and args.overwrite:
+        raise UsageError("--resume and --overwrite exclude each other")
+    if args.override and not args.resume:
+        raise UsageError("--override goes with --resume")
+    _warnings_to_stderr()
+    initialize_distributed()
+    config = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
+    parse_arch(args.model)  # validates the name before the data is loaded
+    mesh = make_mesh()
+    config.validate(mesh.size)  # before the data is read (with the seed) and the workdir exists
+    dataset = load_dataset(args.dataset, config.data_dir, config.seed, config.data_options())
+    arch = run_arch(config, dataset.image_shape[-1], dataset.num_classes)
+    variables_template(arch)  # widths its numbers make impossible: one line, no workdir
+    model = build_flax(arch)
+    total = config.steps(len(dataset.train)).last
+    progress = _Progress(total, args.progress)
+    try:
+        result = fit(
+            model, dataset, config, workdir=args.workdir, resume=args.resume,
+            overwrite=args.overwrite, override=args.override, mesh=mesh, on_log=progress,
+        )  # fmt: skip
+    finally:
+        progress.close()
+    if args.workdir is not None and result.history:
+        _plot(read_metrics(args.workdir), args.workdir / CURVES_FILE)
+    if args.export is not None:
+        _export(result.state.variables, args.export, force=args.overwrite)
+        print(f"exported PyTorch weights to {args.export}")
+    if result.history:
+        last = result.history[-1]
+        print(f"final: val loss {last['val_loss']:.4f}, val acc {last['val_acc']:.4f}, "
+              f"{result.train_seconds:.1f} s")  # fmt: skip
+    else:
+        print(f"nothing to train: the run in {args.workdir} is at step {int(result.state.step)}")
+    return 0

@@ -1,0 +1,207 @@
+"""The run's configuration: ``TrainConfig`` (the whole run), its length in steps
+(``RunSteps``), the architecture it trains (``run_arch``), ``PRECISIONS`` and what a resume
+may change (``RESUMABLE_CHANGES``).
+
+* **Configuration.** ``TrainConfig`` is the whole run: model, dataset, recipe, precision,
+  seed, logging and checkpointing. ``seres_jax.optim.build`` turns its recipe into the
+  optimizer and schedule, ``seres_jax.data.DATASETS`` gives the dataset-derived defaults
+  (``run_arch``: input channels and classes; augmentation), and ``TrainConfig.steps`` is the
+  one place the run's length in steps is computed.
+* **Mixed precision.** ``TrainConfig.precision="bf16"`` runs the model in bfloat16 with
+  float32 parameters, statistics and optimizer state; the loss is computed in float32.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import jax.numpy as jnp
+import optax
+
+from .. import optim
+from ..data.catalog import DATASETS, DataOptions
+from ..data.images import INTERPOLATIONS
+from ..optim import OPTIMIZER_NAMES, SCHEDULE_NAMES
+from .errors import TrainingError
+
+PRECISIONS = {"fp32": None, "bf16": jnp.bfloat16}
+# The fields a resumed run may change without `override`: how long it runs, how often it logs
+# and saves, where the data lives and how many processes read it. Everything else (epochs too:
+# they shape the schedule) is the recipe.
+RESUMABLE_CHANGES = frozenset(
+    {"max_steps", "log_every", "checkpoint_every", "keep", "data_dir", "workers"}
+)
+
+
+@dataclass(frozen=True)
+class RunSteps:
+    """How long a run is, in optimizer steps: ``per_epoch``, ``total`` (the schedule's span,
+    all epochs) and ``last`` (where it stops: ``total`` or ``max_steps``)."""
+
+    per_epoch: int
+    total: int
+    last: int
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """A whole training run: the model, the data, the recipe, the precision and the seed, and
+    how the run logs and saves. Defaults follow the usual SGD ResNet recipe on small images.
+
+    ``model`` is a ``seres_jax.registry`` architecture string; its input channels and classes
+    default to the dataset's (``run_arch``). ``None``: ``fit`` was handed a model without a
+    name, and a checkpoint of the run converts only with an explicit architecture.
+    ``dataset`` names a ``seres_jax.data.DATASETS`` entry (or the ``Dataset`` given to ``fit``);
+    ``augment=None`` follows the dataset's default.
+    """
+
+    model: str | None = None
+    dataset: str | None = None  # None: the name of the Dataset handed to ``fit``
+    data_dir: str | None = None
+    epochs: int = 30
+    batch_size: int = 128
+    optimizer: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    decay_all: bool = False  # True: decay biases and BatchNorm parameters too (torch default)
+    schedule: str = "cosine"
+    warmup_epochs: float = 1.0
+    label_smoothing: float = 0.0
+    mixup: float = 0.0  # timm's Mixup alphas; 0: off
+    cutmix: float = 0.0
+    mix_prob: float = 1.0
+    augment: bool | None = None
+    color_jitter: float = 0.0
+    # Image datasets' preprocessing; None: the model's pretrained data config (timm's).
+    image_size: int | None = None
+    crop_pct: float | None = None
+    interpolation: str | None = None
+    skip_bad_images: bool = False
+    workers: int = 0  # grain worker processes (0: threads of the training process)
+    precision: str = "fp32"
+    seed: int = 0
+    log_every: int = 20
+    checkpoint_every: int = 0  # steps; 0: only at the end
+    keep: int = 3
+    max_steps: int | None = None  # stop early (the schedule still spans all epochs)
+
+    def validate(self, num_devices: int) -> None:
+        """Raise ``TrainingError`` naming every bad field at once; ``num_devices`` must divide
+        the batch size."""
+
+        def finite_at_least_0(value: float) -> bool:
+            return math.isfinite(value) and value >= 0
+
+        checks = [
+            (self.optimizer in OPTIMIZER_NAMES,
+             f"optimizer must be one of {', '.join(OPTIMIZER_NAMES)}, got {self.optimizer!r}"),
+            (self.schedule in SCHEDULE_NAMES,
+             f"schedule must be one of {', '.join(SCHEDULE_NAMES)}, got {self.schedule!r}"),
+            (self.precision in PRECISIONS,
+             f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"),
+            (math.isfinite(self.lr) and self.lr > 0,
+             f"lr must be a finite number > 0, got {self.lr}"),
+            (finite_at_least_0(self.momentum),
+             f"momentum must be a finite number >= 0, got {self.momentum}"),
+            (finite_at_least_0(self.weight_decay),
+             f"weight_decay must be a finite number >= 0, got {self.weight_decay}"),
+            (0 <= self.label_smoothing < 1,
+             f"label_smoothing must be in [0, 1), got {self.label_smoothing}"),
+            (finite_at_least_0(self.mixup),
+             f"mixup must be a finite number >= 0, got {self.mixup}"),
+            (finite_at_least_0(self.cutmix),
+             f"cutmix must be a finite number >= 0, got {self.cutmix}"),
+            (0 <= self.mix_prob <= 1, f"mix_prob must be in [0, 1], got {self.mix_prob}"),
+            (self.batch_size % 2 == 0 or not (self.mixup or self.cutmix),
+             f"mixup and cutmix need an even batch size, got {self.batch_size}"),
+            (finite_at_least_0(self.color_jitter),
+             f"color_jitter must be a finite number >= 0, got {self.color_jitter}"),
+            (self.image_size is None or self.image_size >= 1,
+             f"image_size must be >= 1, got {self.image_size}"),
+            (self.crop_pct is None or 0 < self.crop_pct <= 1,
+             f"crop_pct must be in (0, 1], got {self.crop_pct}"),
+            (self.interpolation is None or self.interpolation in INTERPOLATIONS,
+             f"interpolation must be one of {', '.join(INTERPOLATIONS)}, "
+             f"got {self.interpolation!r}"),
+            (self.workers >= 0, f"workers must be >= 0, got {self.workers}"),
+            (finite_at_least_0(self.warmup_epochs),
+             f"warmup_epochs must be a finite number >= 0, got {self.warmup_epochs}"),
+            (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
+            (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
+            (self.log_every >= 1, f"log_every must be >= 1, got {self.log_every}"),
+            (self.checkpoint_every >= 0,
+             f"checkpoint_every must be >= 0, got {self.checkpoint_every}"),
+            (self.keep >= 1, f"keep must be >= 1, got {self.keep}"),
+            (0 <= self.seed < 2**63, f"seed must be in [0, 2**63), got {self.seed}"),
+            (self.max_steps is None or self.max_steps >= 1,
+             f"max_steps must be >= 1, got {self.max_steps}"),
+            (self.batch_size < 1 or self.batch_size % num_devices == 0,
+             f"batch size {self.batch_size} is not divisible by the {num_devices} devices"),
+        ]  # fmt: skip
+        problems = [message for ok, message in checks if not ok]
+        if problems:
+            raise TrainingError("; ".join(problems))
+
+    @property
+    def augments(self) -> bool:
+        """Whether the run augments: ``augment``, or else its dataset's default."""
+        if self.augment is not None:
+            return self.augment
+        spec = DATASETS.get(self.dataset or "")
+        return spec is not None and spec.augment
+
+    def data_options(self) -> DataOptions:
+        """What the run asks of its dataset: augmentation, and for image datasets the model's
+        pretrained data config (``seres_jax.registry.data_config``) with the run's
+        ``image_size``, ``crop_pct`` and ``interpolation`` in its place."""
+        from ..registry import data_config
+
+        return DataOptions(
+            augment=self.augments,
+            data_config=data_config(self.model).for_eval(
+                self.image_size, self.crop_pct, self.interpolation
+            ),
+            color_jitter=self.color_jitter,
+            skip_bad_images=self.skip_bad_images,
+            synthetic_size=self.image_size,
+        )
+
+    def steps(self, num_train: int) -> RunSteps:
+        """The run's length in steps over ``num_train`` training images (the one place it is
+        computed: ``fit`` and the command line's progress bar both use it)."""
+        per_epoch = num_train // max(self.batch_size, 1)
+        total = self.epochs * per_epoch
+        return RunSteps(per_epoch, total, min(total, self.max_steps or total))
+
+    def make_schedule(self, total_steps: int, steps_per_epoch: int) -> optax.Schedule:
+        """The learning-rate schedule over ``total_steps`` (``seres_jax.optim`` builds it)."""
+        return optim.recipe_schedule(self, total_steps, steps_per_epoch)
+
+    def make_tx(self, schedule: optax.Schedule, total_steps: int) -> optax.GradientTransformation:
+        """The optimizer driven by ``schedule`` (``seres_jax.optim`` builds it; with the
+        one-cycle schedule its momentum or β1 cycles too, as in torch's ``OneCycleLR``)."""
+        return optim.recipe_optimizer(self, schedule, total_steps)
+
+
+def run_arch(config: TrainConfig, channels: int, num_classes: int) -> str:
+    """``config.model`` with the input ``channels`` and ``num_classes`` of the data filled in,
+    e.g. ``"seresnet_tiny:in_ch=1,num_classes=10"``: the architecture the run trains. A model
+    that names other channels, or another number of classes than the data has, is a
+    ``TrainingError``."""
+    from ..registry import MODELS, format_arch, parse_arch
+
+    if config.model is None:
+        raise TrainingError("the run names no model (TrainConfig.model is None)")
+    name, overrides = parse_arch(config.model)
+    channels_arg = MODELS[name].in_channels_arg
+    if overrides.get(channels_arg, channels) != channels:
+        raise TrainingError(f"--model has {channels_arg}={overrides[channels_arg]}, but "
+                            f"{config.dataset} images have {channels} channels")  # fmt: skip
+    if overrides.get("num_classes", num_classes) != num_classes:
+        raise TrainingError(f"--model has num_classes={overrides['num_classes']}, but "
+                            f"{config.dataset} has {num_classes} classes")  # fmt: skip
+    full = {channels_arg: channels, "num_classes": num_classes, **overrides}
+    return format_arch(name, full)

@@ -1,0 +1,411 @@
+"""The training loop, ``fit`` (its ``TrainResult``), evaluation over a split (``evaluate``,
+``evaluate_variables``) and ``initialize_distributed`` for multi-process launches.
+
+* **Data.** ``fit`` reads ``Splits`` through grain: an endless stream of batches, an epoch
+  being ``len(train) // batch_size`` steps. Each checkpoint holds the grain iterator's
+  position, so a resumed run sees the samples and augmentation draws an uninterrupted one
+  sees. ``StepOptions`` carry the label smoothing and timm's mixup/cutmix (drawn on the
+  device in the step, from the seed and the step).
+* **Divergence.** A non-finite loss (seen in the fetched metrics), or non-finite weights
+  before a checkpoint or an evaluation, stops the run with ``DivergenceError`` naming the
+  first such step: nothing non-finite is saved or logged, so the finite checkpoints stay.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh
+
+from .. import optim
+from ..data import Dataset, Splits, eval_dataset, to_devices, train_dataset
+from ..data.catalog import splits_from_arrays
+from .checkpoints import _Checkpoints
+from .config import PRECISIONS, TrainConfig, run_arch
+from .errors import DivergenceError, TrainingError
+from .metrics import _write_metrics, read_metrics
+from .state import TrainState, init_variables
+from .steps import CompiledSteps, StepOptions, compile_steps, make_mesh
+from .workdir import (
+    CHECKPOINT_DIR,
+    METRICS_FILE,
+    _check_resumable,
+    _check_workdir,
+    _clear_run,
+    _write_run_config,
+)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    """The final state (on the devices), the per-epoch history and wall times."""
+
+    state: TrainState
+    history: list[dict[str, Any]]
+    train_seconds: float
+
+
+def initialize_distributed() -> bool:
+    """``jax.distributed.initialize()`` when a multi-process launch is detected.
+
+    Detected from the variables the usual launchers set: ``JAX_COORDINATOR_ADDRESS`` with
+    ``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID`` (a plain launch: JAX itself reads only the
+    address, so all three are passed explicitly), Slurm, or a multi-host Cloud TPU
+    (``TPU_WORKER_HOSTNAMES`` naming more than one host), where JAX finds the rest itself.
+    Returns whether it initialised; a launch it cannot make sense of is a ``TrainingError``.
+    """
+    env = os.environ
+    multi_tpu = len(env.get("TPU_WORKER_HOSTNAMES", "").split(",")) > 1
+    cluster = "SLURM_JOB_ID" in env or multi_tpu
+    if "JAX_COORDINATOR_ADDRESS" not in env and not cluster:
+        return False
+    kwargs: dict[str, Any] = {}
+    given = {k: env[k] for k in ("JAX_NUM_PROCESSES", "JAX_PROCESS_ID") if k in env}
+    if "JAX_COORDINATOR_ADDRESS" in env:
+        kwargs["coordinator_address"] = env["JAX_COORDINATOR_ADDRESS"]
+        if len(given) < 2 and not cluster:
+            raise TrainingError(
+                "JAX_COORDINATOR_ADDRESS is set, so JAX_NUM_PROCESSES and JAX_PROCESS_ID "
+                "must be set too (JAX finds them itself only under Slurm or on a Cloud TPU)"
+            )
+    if len(given) == 2:
+        try:
+            count, index = int(given["JAX_NUM_PROCESSES"]), int(given["JAX_PROCESS_ID"])
+        except ValueError:
+            raise TrainingError(
+                f"JAX_NUM_PROCESSES and JAX_PROCESS_ID must be integers, got {given}"
+            ) from None
+        if not 0 <= index < count:
+            raise TrainingError(
+                f"need 0 <= JAX_PROCESS_ID < JAX_NUM_PROCESSES, got {index} and {count}"
+            )
+        kwargs.update(num_processes=count, process_id=index)
+    jax.distributed.initialize(**kwargs)
+    return True
+
+
+def evaluate(
+    steps: CompiledSteps,
+    state: TrainState,
+    splits: Splits,
+    batch_size: int,
+    *,
+    split: str = "val",
+    workers: int = 0,
+    on_batch: Callable[[int], None] | None = None,
+) -> dict[str, float]:
+    """Loss, top-1 and top-5 accuracy over a whole split (eval mode, running statistics), the
+    image count and the images/s; ``on_batch(batch_size)`` is called after each batch."""
+    totals: list[dict[str, jax.Array]] = []
+    batches = to_devices(
+        eval_dataset(splits, batch_size, split), steps.batch, workers=workers,
+        mean=splits.mean, std=splits.std,
+    )  # fmt: skip
+    start = time.perf_counter()
+    iterator = iter(batches)
+    try:
+        for x, y, w in iterator:
+            totals.append(steps.eval(state, x, y, w))
+            if on_batch is not None:  # the batch's size: fetching its weights would stall
+                on_batch(batch_size)
+    finally:
+        iterator.close()
+    summed = jax.device_get(jax.tree.map(lambda *a: sum(a), *totals))
+    seconds = time.perf_counter() - start
+    count = float(summed["count"])
+    return {
+        "loss": float(summed["loss_sum"]) / count,
+        "acc": float(summed["correct"]) / count,
+        "acc5": float(summed["correct5"]) / count,
+        "count": count,
+        "images_per_s": count / seconds,
+    }
+
+
+def evaluate_variables(
+    model: nn.Module,
+    variables: Any,
+    splits: Splits,
+    batch_size: int,
+    mesh: Mesh | None = None,
+    **kwargs: Any,
+) -> dict[str, float]:
+    """``evaluate`` for weights outside a training state (e.g. a converted checkpoint);
+    ``kwargs`` go to ``evaluate``."""
+    steps = compile_steps(mesh or make_mesh())
+    if batch_size % steps.batch.mesh.size:
+        raise TrainingError(
+            f"batch size {batch_size} is not divisible by the {steps.batch.mesh.size} devices"
+        )
+    state = TrainState.create(model.apply, variables, optax.identity())
+    return evaluate(steps, jax.device_put(state, steps.replicated), splits, batch_size, **kwargs)
+
+
+@jax.jit
+def _all_finite(tree: Any) -> jax.Array:
+    leaves = [x for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
+
+
+_TOTALS = ("loss_sum", "correct", "count")
+
+
+class _Tally:
+    """The train step's metrics on their way from the device: fetched in one transfer per
+    window, checked for a non-finite loss, and summed into the logging window and the epoch."""
+
+    def __init__(self, epoch_totals: np.ndarray) -> None:
+        self.pending: list[dict[str, jax.Array]] = []
+        self.epoch = epoch_totals  # loss_sum, correct, count of the running epoch
+        self.new_window()
+
+    def new_window(self) -> None:
+        self.window = np.zeros(3)
+        self.window_start = time.perf_counter()
+
+    def drain(self, step: int) -> int | None:
+        """Fetch the pending steps, the last of which is ``step``: the first step whose loss
+        is not finite (then nothing is summed), or ``None``."""
+        host = jax.device_get(self.pending)
+        self.pending = []
+        first = step - len(host) + 1
+        for offset, metrics in enumerate(host):
+            if not np.isfinite(metrics["loss_sum"]):
+                return first + offset
+        totals = np.array([sum(float(m[k]) for m in host) for k in _TOTALS])
+        self.window += totals
+        self.epoch += totals
+        return None
+
+
+def _diverged(what: str, step: int, checkpoints: _Checkpoints | None) -> DivergenceError:
+    kept = ""
+    if checkpoints is not None:
+        latest = checkpoints.latest()
+        kept = (
+            f"; the last finite checkpoint, step {latest}, is kept in {checkpoints.directory}"
+            if latest is not None
+            else "; no checkpoint was written"
+        )
+    return DivergenceError(f"training diverged: {what}{kept} (try a lower lr)", step)
+
+
+def fit(
+    model: nn.Module,
+    dataset: Dataset | Splits,
+    config: TrainConfig,
+    *,
+    variables: Any = None,
+    workdir: str | os.PathLike[str] | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    override: bool = False,
+    mesh: Mesh | None = None,
+    on_log: Callable[[dict[str, Any]], None] | None = None,
+) -> TrainResult:
+    """Train ``model`` on ``dataset`` with ``config``; returns the final state and history.
+
+    ``dataset`` is ``Splits`` (``seres_jax.data.load_dataset``) or an in-memory ``Dataset``
+    (augmented with pad-crop-flip if ``config.augments``); it is read through grain
+    (``seres_jax.data.pipeline``) with ``config.workers`` worker processes.
+    ``variables`` (default: a fresh seeded init) are the starting weights, e.g. converted from
+    PyTorch. With ``workdir``, checkpoints go to ``workdir/checkpoints`` and one JSON line per
+    epoch to ``workdir/metrics.jsonl``. A ``workdir`` holding a previous run is refused unless
+    ``resume=True`` (continue from its newest readable checkpoint, or from scratch if it has
+    none, and redo the metrics lines written after that checkpoint) or ``overwrite=True``
+    (delete the previous run's ``RUN_FILES``, and nothing else, and start afresh). The run is
+    described in ``workdir/config.json`` before its first step (see ``find_run_config``); a
+    resume whose ``config`` differs from it outside ``RESUMABLE_CHANGES`` is refused, listing
+    every difference, unless ``override=True``, which records the changes there.
+    ``on_log`` receives a record every ``log_every`` steps and at each epoch's end; warnings
+    (an unreadable checkpoint skipped, a resume from scratch) go to the ``seres_jax.train``
+    loggers.
+    Everything is validated before anything is written. A non-finite loss or non-finite
+    weights raise ``DivergenceError`` (see the module docstring).
+    """
+    mesh = mesh or make_mesh()
+    config.validate(mesh.size)
+    if config.dataset not in (None, dataset.name):
+        raise TrainingError(f"the config names dataset {config.dataset!r}, not {dataset.name!r}")
+    # Resolved, so that config.json says what ran.
+    config = dataclasses.replace(config, dataset=dataset.name)
+    config = dataclasses.replace(config, augment=config.augments)
+    splits = (
+        dataset if isinstance(dataset, Splits) else splits_from_arrays(dataset, config.augments)
+    )
+    channels, classes = splits.image_shape[-1], splits.num_classes
+    arch = run_arch(config, channels, classes) if config.model is not None else None
+    if len(splits.train) < config.batch_size:
+        raise TrainingError(
+            f"batch size {config.batch_size} exceeds the {len(splits.train)} training images"
+        )
+    if resume and workdir is None:
+        raise TrainingError("resume needs a workdir holding the checkpoints")
+    if workdir is not None:
+        workdir = Path(workdir)
+        _check_workdir(workdir, resume=resume, overwrite=overwrite)
+    changes = _check_resumable(workdir, config, override) if workdir and resume else {}
+    # metrics.jsonl, earlier runs included
+    records = read_metrics(workdir) if resume and workdir is not None else []
+    run = config.steps(len(splits.train))
+    steps_per_epoch, last_step = run.per_epoch, run.last
+
+    model = model.clone(dtype=PRECISIONS[config.precision])
+    if variables is None:
+        variables = init_variables(model, splits.image_shape, config.seed)
+    else:
+        # The state is donated to every step: never hand the caller's buffers to it.
+        variables = jax.tree.map(lambda a: jnp.array(a, copy=True), variables)
+    tx, schedule = optim.build(config, run.total, run.per_epoch)
+    steps = compile_steps(mesh)
+    state = jax.device_put(TrainState.create(model.apply, variables, tx), steps.replicated)
+    options = jax.device_put(StepOptions.from_config(config), steps.replicated)
+    batches = train_dataset(splits, config.batch_size, config.seed)
+
+    def read_from(position: int) -> Any:
+        return iter(to_devices(batches[position:], steps.batch, workers=config.workers,
+                               mean=splits.mean, std=splits.std))  # fmt: skip
+
+    checkpoints = None
+    tally = _Tally(np.zeros(3))
+    if workdir is not None:
+        if overwrite:
+            _clear_run(workdir)
+        workdir.mkdir(parents=True, exist_ok=True)
+        checkpoints = _Checkpoints(workdir / CHECKPOINT_DIR, config.keep)
+    history: list[dict[str, Any]] = []
+    start_time = time.perf_counter()
+    data_from = 0  # where the iterator's stream starts: its state counts from there
+    iterator = read_from(data_from)
+    try:
+        if checkpoints is not None and resume:
+            restored = checkpoints.restore(state)
+            if restored is None:
+                logger.warning("no checkpoint in %s: starting from scratch", checkpoints.directory)
+            else:
+                state = jax.device_put(restored[0], steps.replicated)
+                tally.epoch = np.zeros(3) if restored[1] is None else restored[1]
+            resumed_at = int(jax.device_get(state.step))
+            if restored is not None:
+                iterator.close()
+                data_from = restored[2]
+                iterator = read_from(data_from)
+                if not checkpoints.restore_data(resumed_at, iterator):
+                    # The stream is random access: the same batches from the step on.
+                    iterator.close()
+                    data_from = resumed_at
+                    iterator = read_from(data_from)
+            if restored is not None and restored[1] is None and resumed_at % steps_per_epoch:
+                logger.warning(
+                    "checkpoint step %d in %s holds no epoch sums (written by an earlier "
+                    "seres): epoch %d's line covers its steps after step %d only",
+                    resumed_at, checkpoints.directory, resumed_at // steps_per_epoch + 1,
+                    resumed_at,
+                )  # fmt: skip
+            if workdir is not None and any(r["step"] > resumed_at for r in records):
+                records = [r for r in records if r["step"] <= resumed_at]
+                _write_metrics(workdir / METRICS_FILE, records)
+        step = int(jax.device_get(state.step))
+        if workdir is not None:
+            _write_run_config(workdir, config, arch, changes, step)
+        tally.new_window()
+        while step < last_step:
+            x, y = next(iterator)
+            state, metrics = steps.train(state, x, y, options)
+            step += 1
+            tally.pending.append(metrics)
+            epoch = (step - 1) // steps_per_epoch
+            epoch_end = step % steps_per_epoch == 0 or step == last_step
+            log = (step - epoch * steps_per_epoch) % config.log_every == 0 or epoch_end
+            save = checkpoints is not None and (
+                step == last_step
+                or (config.checkpoint_every > 0 and step % config.checkpoint_every == 0)
+            )
+            if not (log or save):
+                continue
+            # Fetched before every checkpoint too, so a diverged state is never saved.
+            bad = tally.drain(step)
+            if bad is not None:
+                raise _diverged(f"non-finite loss at step {bad}", bad, checkpoints)
+            if log:
+                if on_log:
+                    record = _rates(tally.window, time.perf_counter() - tally.window_start)
+                    record.update(epoch=epoch, step=step, lr=float(schedule(step - 1)))
+                    on_log({"kind": "progress", **record})
+                tally.new_window()
+            if not (save or epoch_end):
+                continue
+            if not bool(_all_finite((state.params, state.batch_stats, state.opt_state))):
+                raise _diverged(f"non-finite weights after step {step}", step, checkpoints)
+            if epoch_end:
+                record = _epoch_record(steps, state, splits, config, epoch, step, tally)
+                if not math.isfinite(record["val_loss"]):
+                    raise _diverged(
+                        f"non-finite validation loss after step {step}", step, checkpoints
+                    )
+                record["elapsed_s"] = time.perf_counter() - start_time
+                history.append(record)
+                if workdir is not None:
+                    records = [r for r in records if r["epoch"] != epoch] + [record]
+                    _write_metrics(workdir / METRICS_FILE, records)
+                if step % steps_per_epoch == 0:
+                    tally.epoch = np.zeros(3)
+                if on_log:
+                    on_log(record)
+                tally.new_window()
+            if save and checkpoints is not None:
+                checkpoints.save(state, tally.epoch, iterator, data_from)
+    finally:
+        iterator.close()
+        if checkpoints:
+            checkpoints.close()
+    return TrainResult(state, history, time.perf_counter() - start_time)
+
+
+def _epoch_record(
+    steps: CompiledSteps,
+    state: TrainState,
+    splits: Splits,
+    config: TrainConfig,
+    epoch: int,
+    step: int,
+    tally: _Tally,
+) -> dict[str, Any]:
+    train = _rates(tally.epoch, 0.0)
+    val = evaluate(steps, state, splits, config.batch_size)
+    return {
+        "kind": "epoch",
+        "epoch": epoch,
+        "step": step,
+        "train_loss": train["loss"],
+        "train_acc": train["acc"],
+        "val_loss": val["loss"],
+        "val_acc": val["acc"],
+        "val_acc5": val["acc5"],
+    }
+
+
+def _rates(totals: np.ndarray, seconds: float) -> dict[str, float]:
+    loss_sum, correct, count = (float(t) for t in totals)
+    if not count:
+        return {"loss": float("nan"), "acc": float("nan"), "images_per_s": 0.0}
+    return {
+        "loss": loss_sum / count,
+        "acc": correct / count,
+        "images_per_s": count / seconds if seconds > 0 else 0.0,
+    }
