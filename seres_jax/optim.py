@@ -22,20 +22,27 @@ import jax.numpy as jnp
 import optax
 
 __all__ = [
+    "CLIP_MODES",
     "OPTIMIZER_NAMES",
     "SCHEDULE_NAMES",
+    "TIMM_OPTIMIZER_NAMES",
     "Recipe",
     "WeightDecayMask",
     "adamw",
     "build",
+    "clip_grad",
     "constant",
+    "create_optimizer",
     "decay_kernels_only",
+    "lamb",
+    "lars",
     "make_optimizer",
     "make_schedule",
     "one_cycle",
     "one_cycle_momentum",
     "recipe_optimizer",
     "recipe_schedule",
+    "rmsprop_tf",
     "sgd",
     "step_schedule",
     "warmup_cosine",
@@ -400,9 +407,533 @@ def decay_kernels_only(params: optax.Params) -> Any:
     """A ``weight_decay_mask`` that decays only leaves with ``ndim > 1``.
 
     Conv and dense kernels are decayed; biases and BatchNorm scale/bias (all 1-D) are
-    not, the usual exclusion in ResNet recipes.
+    not, the usual exclusion in ResNet recipes. It is the Flax equivalent of timm's
+    ``param_groups_weight_decay`` (what ``create_optimizer_v2(model, ...)`` uses by default,
+    ``filter_bias_and_bn=True``), which excludes parameters with ``ndim <= 1`` or a name
+    ending in ``.bias``: every bias of this package's models is 1-D, and timm's ResNets and
+    SENets list no further ``no_weight_decay()`` names, so both choose the same parameters
+    (``parity_tests/test_optim_timm.py`` checks it on an SE-ResNet).
     """
     return jax.tree.map(lambda p: jnp.ndim(p) > 1, params)
+
+
+# ---------------------------------------------------------------------- timm optimizers
+#
+# timm's own optimizers (``timm.optim``), each equal to timm 1.0's CPU implementation (its
+# single-tensor path) up to float32 rounding, and timm's gradient clipping. Like
+# ``sgd``/``adamw`` above, a scheduled ``learning_rate`` is read at the optimizer-step count,
+# as timm's scheduler writing the param group's lr before each ``optimizer.step()``. Weight
+# decay follows optax's ``mask`` convention (True = decayed); a leaf with the mask False
+# behaves as a parameter in a timm param group with ``weight_decay=0``, which for LAMB and
+# LARS also turns the layer-wise adaptation off unless ``always_adapt``.
+
+
+class _CountState(NamedTuple):
+    count: jax.Array  # type: ignore[assignment]  # shadows tuple.count, as in optax's states
+
+
+class _LambState(NamedTuple):
+    count: jax.Array  # type: ignore[assignment]  # shadows tuple.count, as in optax's states
+    mu: optax.Updates
+    nu: optax.Updates
+
+
+class _RMSpropTFState(NamedTuple):
+    count: jax.Array  # type: ignore[assignment]  # shadows tuple.count, as in optax's states
+    square_avg: optax.Updates
+    grad_avg: optax.Updates  # () unless centered
+    momentum: optax.Updates  # () unless momentum > 0
+
+
+def _check_range(name: str, value: Any, low: float = 0.0, high: float | None = None) -> None:
+    """Raise ``ValueError`` unless ``low <= value`` (and ``value < high``); a schedule (a
+    callable) is not checked."""
+    if callable(value):
+        return
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
+    if not low <= number or (high is not None and number >= high):
+        valid = f"[{low}, {high})" if high is not None else f">= {low}"
+        raise ValueError(f"invalid {name} {value!r}: must be {valid}")
+
+
+def _decay_flags(mask: WeightDecayMask | None, params: optax.Params) -> Any:
+    """A tree shaped like ``params``: per leaf, whether ``mask`` decays it (True if no mask).
+
+    ``mask`` is a pytree of bools that is ``params``' structure or a prefix of it (a bool for
+    a whole subtree), or a function of the params returning one, as for ``optax.masked``.
+    """
+    if mask is None:
+        return jax.tree.map(lambda _: True, params)
+    flags = mask(params) if callable(mask) else mask
+    return jax.tree.map(lambda flag, sub: jax.tree.map(lambda _: flag, sub), flags, params)
+
+
+def _need_params(name: str, params: optax.Params | None) -> optax.Params:
+    if params is None:
+        raise ValueError(f"{name} needs the parameters: call update(grads, state, params)")
+    return params
+
+
+def _norm(x: jax.Array) -> jax.Array:
+    """The 2-norm of ``x`` as one vector (torch's ``Tensor.norm(2.0)``)."""
+    return jnp.sqrt(jnp.sum(jnp.square(x)))
+
+
+def _global_norm(tree: optax.Updates) -> jax.Array | None:
+    """torch's total norm over tensors: the 2-norm of their 2-norms (None for no leaves)."""
+    leaves = jax.tree.leaves(tree)
+    if not leaves:
+        return None
+    return _norm(jnp.stack([_norm(leaf) for leaf in leaves]))
+
+
+def _trust_ratio(w_norm: jax.Array, g_norm: jax.Array, ratio: jax.Array) -> jax.Array:
+    """timm's guard: ``ratio``, or 1 where the weight norm or the gradient norm is zero."""
+    return jnp.where((w_norm > 0) & (g_norm > 0), ratio, 1.0)
+
+
+def _scale_by_lamb(
+    b1: float,
+    b2: float,
+    eps: float,
+    weight_decay: float,
+    grad_averaging: bool,
+    max_grad_norm: float | None,
+    trust_clip: bool,
+    always_adapt: bool,
+    bias_correction: bool,
+    mask: WeightDecayMask | None,
+) -> optax.GradientTransformation:
+    """timm's LAMB direction (trust ratio included), without the lr."""
+
+    def init_fn(params: optax.Params) -> _LambState:
+        mu = jax.tree.map(jnp.zeros_like, params)
+        nu = jax.tree.map(jnp.zeros_like, params)
+        return _LambState(jnp.zeros([], jnp.int32), mu, nu)
+
+    def update_fn(
+        updates: optax.Updates, state: _LambState, params: optax.Params | None = None
+    ) -> tuple[optax.Updates, _LambState]:
+        params = _need_params("lamb", params)
+        grads = updates
+        total = _global_norm(grads) if max_grad_norm is not None else None
+        if total is not None and max_grad_norm is not None:
+            # Over every parameter at once (timm: across all param groups), a divisor >= 1.
+            divisor = jnp.maximum(total / max_grad_norm, 1.0)
+            grads = jax.tree.map(lambda g: g / divisor, grads)
+        count = optax.safe_increment(state.count)
+        if grad_averaging:  # torch's lerp, as in _scale_by_torch_adam
+            mu = jax.tree.map(lambda g, m: m + (1.0 - b1) * (g - m), grads, state.mu)
+        else:
+            mu = jax.tree.map(lambda g, m: b1 * m + g, grads, state.mu)
+        nu = jax.tree.map(lambda g, v: b2 * v + (1.0 - b2) * g * g, grads, state.nu)
+        bc1: jax.typing.ArrayLike = 1.0
+        sqrt_bc2: jax.typing.ArrayLike = 1.0
+        if bias_correction:
+            bc1 = _bias_correction(b1, count)
+            sqrt_bc2 = jnp.sqrt(_bias_correction(b2, count))
+
+        def direction(m: jax.Array, v: jax.Array, p: jax.Array, decayed: Any) -> jax.Array:
+            update = m / bc1 / (jnp.sqrt(v) / sqrt_bc2 + eps)
+            # A leaf outside the mask is in timm's weight_decay=0 group: no decay, and no
+            # adaptation unless always_adapt.
+            decay = jnp.where(decayed, weight_decay, 0.0)
+            update = update + decay * p
+            adapt = jnp.logical_or(jnp.logical_and(decayed, weight_decay != 0), always_adapt)
+            w_norm, u_norm = _norm(p), _norm(update)
+            ratio = _trust_ratio(w_norm, u_norm, w_norm / u_norm)
+            if trust_clip:  # LAMBC
+                ratio = jnp.minimum(ratio, 1.0)
+            return update * jnp.where(adapt, ratio, 1.0)
+
+        directions = jax.tree.map(direction, mu, nu, params, _decay_flags(mask, params))
+        return directions, _LambState(count, mu, nu)
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+def lamb(
+    learning_rate: optax.ScalarOrSchedule,
+    *,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-6,
+    weight_decay: float = 0.01,
+    grad_averaging: bool = True,
+    max_grad_norm: float | None = 1.0,
+    trust_clip: bool = False,
+    always_adapt: bool = False,
+    bias_correction: bool = True,
+    mask: WeightDecayMask | None = None,
+) -> optax.GradientTransformation:
+    """timm's ``Lamb(lr, bias_correction, betas=(b1, b2), eps, weight_decay, grad_averaging,
+    max_grad_norm, trust_clip, always_adapt)`` (NVIDIA's FusedLAMB variant).
+
+    Per step: the gradients are divided by ``max(global_norm / max_grad_norm, 1)``, the norm
+    taken over *all* parameters together (timm: across all param groups; ``None`` turns this
+    off); ``m = lerp(m, g, 1 - b1)`` (``b1 * m + g`` without ``grad_averaging``),
+    ``v = b2 * v + (1 - b2) * g * g``; ``u = m / bc1 / (sqrt(v) / sqrt(bc2) + eps)``
+    (``bc = 1`` without ``bias_correction``) plus ``weight_decay * p`` (coupled, into ``u``);
+    then, per parameter tensor, ``u *= |p| / |u|`` (the trust ratio: 1 where either norm is
+    zero; at most 1 with ``trust_clip``, LAMBC); ``p -= lr * u``.
+
+    The trust ratio is applied only to decayed leaves: timm skips it in param groups with
+    ``weight_decay == 0`` (the biases and norm parameters its ``param_groups_weight_decay``
+    excludes; with ``weight_decay=0`` everywhere, all of them) unless ``always_adapt``.
+    ``mask`` (optax ``mask`` convention, True = decayed; see :func:`decay_kernels_only`)
+    chooses those leaves; the default decays and adapts every leaf, as timm given a plain
+    parameter list. ``update`` needs ``params``. timm's ``decoupled_decay`` and ``caution``
+    options are not provided.
+    """
+    _check_range("learning rate", learning_rate)
+    _check_range("b1", b1, 0.0, 1.0)
+    _check_range("b2", b2, 0.0, 1.0)
+    _check_range("eps", eps)
+    _check_range("weight_decay", weight_decay)
+    if max_grad_norm is not None and not (
+        isinstance(max_grad_norm, int | float) and max_grad_norm > 0
+    ):
+        raise ValueError(f"invalid max_grad_norm {max_grad_norm!r}: must be > 0, or None")
+    return optax.chain(
+        _scale_by_lamb(
+            b1,
+            b2,
+            eps,
+            weight_decay,
+            grad_averaging,
+            max_grad_norm,
+            trust_clip,
+            always_adapt,
+            bias_correction,
+            mask,
+        ),
+        optax.scale_by_learning_rate(learning_rate),
+    )
+
+
+def _scale_by_lars(
+    learning_rate: optax.ScalarOrSchedule,
+    weight_decay: float,
+    trust_coeff: float,
+    eps: float,
+    trust_clip: bool,
+    always_adapt: bool,
+    mask: WeightDecayMask | None,
+) -> optax.GradientTransformation:
+    """timm's LARS adaptation and weight decay, before momentum and the lr."""
+
+    def init_fn(params: optax.Params) -> _CountState:
+        del params
+        return _CountState(jnp.zeros([], jnp.int32))
+
+    def update_fn(
+        updates: optax.Updates, state: _CountState, params: optax.Params | None = None
+    ) -> tuple[optax.Updates, _CountState]:
+        params = _need_params("lars", params)
+        lr = _at(learning_rate, state.count)
+
+        def adapt_one(g: jax.Array, p: jax.Array, decayed: Any) -> jax.Array:
+            decay = jnp.where(decayed, weight_decay, 0.0)
+            adapt = jnp.logical_or(jnp.logical_and(decayed, weight_decay != 0), always_adapt)
+            w_norm, g_norm = _norm(p), _norm(g)
+            ratio = trust_coeff * w_norm / (g_norm + w_norm * decay + eps)
+            ratio = _trust_ratio(w_norm, g_norm, ratio)
+            if trust_clip:  # LARC: relative to the lr, at most 1
+                ratio = jnp.minimum(ratio / lr, 1.0)
+            return jnp.where(adapt, (g + decay * p) * ratio, g)
+
+        adapted = jax.tree.map(adapt_one, updates, params, _decay_flags(mask, params))
+        return adapted, _CountState(optax.safe_increment(state.count))
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+def lars(
+    learning_rate: optax.ScalarOrSchedule,
+    *,
+    momentum: float = 0.0,
+    dampening: float = 0.0,
+    weight_decay: float = 0.0,
+    nesterov: bool = False,
+    trust_coeff: float = 0.001,
+    eps: float = 1e-8,
+    trust_clip: bool = False,
+    always_adapt: bool = False,
+    mask: WeightDecayMask | None = None,
+) -> optax.GradientTransformation:
+    """timm's ``Lars(lr, momentum, dampening, weight_decay, nesterov, trust_coeff, eps,
+    trust_clip, always_adapt)`` (LARS; LARC with ``trust_clip``), timm's defaults.
+
+    Per step and parameter tensor, where adapted: ``r = trust_coeff * |p| / (|g| + |p| *
+    weight_decay + eps)`` (1 where ``|p|`` or ``|g|`` is zero; ``min(r / lr, 1)`` with
+    ``trust_clip``, the lr of this step) and ``g = (g + weight_decay * p) * r``; then
+    ``torch.optim.SGD``'s momentum (the first step copies the gradient, see :func:`sgd`) and
+    ``p -= lr * g``. Leaves outside ``mask`` get neither decay nor adaptation unless
+    ``always_adapt``, as timm's param groups with ``weight_decay=0`` (so with
+    ``weight_decay=0`` LARS is plain SGD unless ``always_adapt``); the default decays and
+    adapts every leaf. ``update`` needs ``params``. Note timm's ``create_optimizer_v2``
+    passes ``momentum=0.9`` unless told otherwise (:func:`create_optimizer` does too); the
+    class's own default is 0.
+    """
+    _check_range("learning rate", learning_rate)
+    _check_range("momentum", momentum)
+    _check_range("weight_decay", weight_decay)
+    _check_range("trust_coeff", trust_coeff)
+    _check_range("eps", eps)
+    if nesterov and (momentum <= 0.0 or dampening != 0.0):
+        raise ValueError("Nesterov momentum requires a momentum and zero dampening")
+    transforms = [
+        _scale_by_lars(
+            learning_rate, weight_decay, trust_coeff, eps, trust_clip, always_adapt, mask
+        )
+    ]
+    if momentum:
+        transforms.append(_torch_momentum(momentum, dampening, nesterov))
+    transforms.append(optax.scale_by_learning_rate(learning_rate))
+    return optax.chain(*transforms)
+
+
+def rmsprop_tf(
+    learning_rate: optax.ScalarOrSchedule,
+    *,
+    alpha: float = 0.9,
+    eps: float = 1e-10,
+    weight_decay: float = 0.0,
+    momentum: float = 0.0,
+    centered: bool = False,
+    decoupled_decay: bool = False,
+    lr_in_momentum: bool = True,
+    mask: WeightDecayMask | None = None,
+) -> optax.GradientTransformation:
+    """timm's ``RMSpropTF(lr, alpha, eps, weight_decay, momentum, centered, decoupled_decay,
+    lr_in_momentum)``: RMSprop as TensorFlow does it.
+
+    Per step: weight decay is coupled (``g += weight_decay * p``), or with
+    ``decoupled_decay`` ``p *= 1 - lr * weight_decay``; ``s += (g * g - s) * (1 - alpha)``
+    from ``s = 1`` (torch's RMSprop starts at 0); ``avg = sqrt(s + eps)`` (eps *inside* the
+    square root), centered: ``c += (g - c) * (1 - alpha)``, ``avg = sqrt(s - c * c + eps)``.
+    With ``momentum > 0``: ``b = momentum * b + lr * g / avg`` and ``p -= b`` (the lr is
+    accumulated in the buffer, TensorFlow's way; without ``lr_in_momentum``:
+    ``b = momentum * b + g / avg``, ``p -= lr * b``); otherwise ``p -= lr * g / avg``. The
+    buffer starts at zero. A scheduled lr is read at each step, so with ``lr_in_momentum`` the
+    buffer holds past steps at their own lr, as in timm under a scheduler. ``mask`` chooses
+    the decayed leaves (default: all); ``update`` needs ``params`` when ``weight_decay > 0``.
+    Defaults are the class's; timm's ``create_optimizer_v2("rmsproptf")`` adds
+    ``momentum=0.9`` (see :func:`create_optimizer`).
+    """
+    _check_range("learning rate", learning_rate)
+    _check_range("alpha", alpha)
+    if alpha > 1.0:
+        raise ValueError(f"invalid alpha {alpha!r}: must be in [0, 1]")
+    _check_range("eps", eps)
+    _check_range("weight_decay", weight_decay)
+    _check_range("momentum", momentum)
+
+    def init_fn(params: optax.Params) -> _RMSpropTFState:
+        return _RMSpropTFState(
+            jnp.zeros([], jnp.int32),
+            jax.tree.map(jnp.ones_like, params),
+            jax.tree.map(jnp.zeros_like, params) if centered else (),
+            jax.tree.map(jnp.zeros_like, params) if momentum > 0 else (),
+        )
+
+    def update_fn(
+        updates: optax.Updates, state: _RMSpropTFState, params: optax.Params | None = None
+    ) -> tuple[optax.Updates, _RMSpropTFState]:
+        lr = jnp.asarray(_at(learning_rate, state.count))
+        grads = updates
+        decays: Any = None
+        if weight_decay:
+            params = _need_params("rmsprop_tf with weight decay", params)
+            flags = _decay_flags(mask, params)
+            decays = jax.tree.map(lambda f: jnp.where(f, weight_decay, 0.0), flags)
+            if not decoupled_decay:
+                grads = jax.tree.map(lambda g, p, d: g + d * p, grads, params, decays)
+        one_minus_alpha = 1.0 - alpha
+        square_avg = jax.tree.map(
+            lambda g, s: s + (g * g - s) * one_minus_alpha, grads, state.square_avg
+        )
+        grad_avg = state.grad_avg
+        if centered:
+            grad_avg = jax.tree.map(lambda g, c: c + (g - c) * one_minus_alpha, grads, grad_avg)
+            avg = jax.tree.map(lambda s, c: jnp.sqrt(s - c * c + eps), square_avg, grad_avg)
+        else:
+            avg = jax.tree.map(lambda s: jnp.sqrt(s + eps), square_avg)
+        buffer = state.momentum
+        if momentum > 0:
+            if lr_in_momentum:
+                buffer = jax.tree.map(
+                    lambda b, g, a: momentum * b + lr * (g / a), buffer, grads, avg
+                )
+                steps = jax.tree.map(jnp.negative, buffer)
+            else:
+                buffer = jax.tree.map(lambda b, g, a: momentum * b + g / a, buffer, grads, avg)
+                steps = jax.tree.map(lambda b: -lr * b, buffer)
+        else:
+            steps = jax.tree.map(lambda g, a: -lr * (g / a), grads, avg)
+        if weight_decay and decoupled_decay:
+            steps = jax.tree.map(lambda s, p, d: s - (lr * d) * p, steps, params, decays)
+        new_state = _RMSpropTFState(optax.safe_increment(state.count), square_avg, grad_avg, buffer)
+        return steps, new_state
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+# ----------------------------------------------------------------------- gradient clipping
+
+CLIP_MODES: tuple[str, ...] = ("norm", "value", "agc")
+_AGC_EPS = 1e-3  # timm's adaptive_clip_grad default, which dispatch_clip_grad keeps
+
+
+def _unitwise_norm(x: jax.Array) -> jax.Array:
+    """timm's ``unitwise_norm`` in Flax layout: the norm of each output unit, i.e. over
+    every axis but the last (Flax kernels are HWIO and ``(in, out)``; torch's, whose output
+    unit is dim 0, are OIHW and ``(out, in)``), kept for broadcasting; the whole tensor's
+    norm for ``ndim <= 1``."""
+    if x.ndim <= 1:
+        return _norm(x)
+    return jnp.sqrt(jnp.sum(jnp.square(x), axis=tuple(range(x.ndim - 1)), keepdims=True))
+
+
+def clip_grad(value: float, mode: str = "norm") -> optax.GradientTransformation:
+    """timm's ``dispatch_clip_grad(parameters, value, mode)`` (``norm_type=2``), as an optax
+    transformation to chain before the optimizer (timm clips before ``optimizer.step()``).
+
+    - ``"norm"``: ``torch.nn.utils.clip_grad_norm_(parameters, value)``: with ``total`` the
+      2-norm over all gradients together, every gradient is multiplied by
+      ``min(value / (total + 1e-6), 1)``.
+    - ``"value"``: ``torch.nn.utils.clip_grad_value_``: each element clamped to
+      ``[-value, value]``.
+    - ``"agc"``: timm's ``adaptive_clip_grad(parameters, clip_factor=value, eps=1e-3)``
+      (NFNets' adaptive gradient clipping): per output unit, a gradient whose norm is at
+      least ``max_norm = value * max(|p_unit|, 1e-3)`` is rescaled to
+      ``g * max_norm / max(|g_unit|, 1e-6)``. ``update`` then needs ``params``.
+
+      Layout: timm's ``unitwise_norm`` reduces over every dim but dim 0, the output unit of
+      torch's ``(out, in)`` and OIHW weights. Flax puts the output unit *last* (Dense kernels
+      are ``(in, out)``, conv kernels HWIO), so here the norm is over every axis but the
+      last, which gives timm's units for every Dense and conv kernel (grouped ones too); a
+      leaf with ``ndim <= 1`` (biases, norm scales) is one unit, its whole-tensor norm, as in
+      timm.
+    """
+    if mode not in CLIP_MODES:
+        raise ValueError(f"unknown clip mode {mode!r}; valid modes: {', '.join(CLIP_MODES)}")
+    if not isinstance(value, int | float) or isinstance(value, bool) or not value > 0:
+        raise ValueError(f"invalid clip value {value!r} for mode {mode!r}: must be > 0")
+
+    def by_norm(updates: optax.Updates, params: optax.Params | None) -> optax.Updates:
+        del params
+        total = _global_norm(updates)
+        if total is None:
+            return updates
+        coef = jnp.minimum(value / (total + 1e-6), 1.0)
+        return jax.tree.map(lambda g: g * coef, updates)
+
+    def by_value(updates: optax.Updates, params: optax.Params | None) -> optax.Updates:
+        del params
+        return jax.tree.map(lambda g: jnp.clip(g, -value, value), updates)
+
+    def adaptive(updates: optax.Updates, params: optax.Params | None) -> optax.Updates:
+        params = _need_params("clip_grad(mode='agc')", params)
+
+        def clip_one(g: jax.Array, p: jax.Array) -> jax.Array:
+            max_norm = jnp.maximum(_unitwise_norm(p), _AGC_EPS) * value
+            grad_norm = _unitwise_norm(g)
+            clipped = g * (max_norm / jnp.maximum(grad_norm, 1e-6))
+            return jnp.where(grad_norm < max_norm, g, clipped)
+
+        return jax.tree.map(clip_one, updates, params)
+
+    return optax.stateless({"norm": by_norm, "value": by_value, "agc": adaptive}[mode])
+
+
+# ------------------------------------------------------------------- timm's optimizer names
+
+
+class _TimmOptimizer(NamedTuple):
+    factory: Callable[..., optax.GradientTransformation]
+    has_eps: bool
+    has_momentum: bool
+    has_betas: bool
+    defaults: dict[str, Any]
+    mask_arg: str  # the factory's keyword for the weight-decay mask
+
+
+# timm's registry entries (timm.optim._optim_factory): what each name accepts and its defaults.
+_TIMM_OPTIMIZERS: dict[str, _TimmOptimizer] = {
+    "sgd": _TimmOptimizer(sgd, False, True, False, {"nesterov": True}, "weight_decay_mask"),
+    "nesterov": _TimmOptimizer(sgd, False, True, False, {"nesterov": True}, "weight_decay_mask"),
+    "momentum": _TimmOptimizer(sgd, False, True, False, {"nesterov": False}, "weight_decay_mask"),
+    "adamw": _TimmOptimizer(adamw, True, False, True, {}, "weight_decay_mask"),
+    "lamb": _TimmOptimizer(lamb, True, False, True, {}, "mask"),
+    "lars": _TimmOptimizer(lars, True, True, False, {}, "mask"),
+    "rmsproptf": _TimmOptimizer(rmsprop_tf, True, True, False, {"alpha": 0.9}, "mask"),
+}
+TIMM_OPTIMIZER_NAMES: tuple[str, ...] = tuple(_TIMM_OPTIMIZERS)
+
+
+def create_optimizer(
+    name: str,
+    learning_rate: optax.ScalarOrSchedule,
+    *,
+    weight_decay: float = 0.0,
+    momentum: float = 0.9,
+    eps: float | None = None,
+    betas: tuple[float, float] | None = None,
+    mask: WeightDecayMask | None = None,
+    **kwargs: Any,
+) -> optax.GradientTransformation:
+    """The optimizer timm's ``create_optimizer_v2(params, name, lr, weight_decay, momentum,
+    eps=..., betas=..., **kwargs)`` builds, by timm's name (``TIMM_OPTIMIZER_NAMES``,
+    case-insensitive).
+
+    The names map as timm's registry does: ``"sgd"`` and its alias ``"nesterov"`` are
+    :func:`sgd` with Nesterov momentum, ``"momentum"`` without; ``"adamw"`` is :func:`adamw`
+    (``torch.optim.AdamW``), ``"lamb"`` :func:`lamb`, ``"lars"`` :func:`lars`,
+    ``"rmsproptf"`` :func:`rmsprop_tf` with ``alpha=0.9``. As in timm, ``momentum`` (default
+    0.9) goes only to those that take one (sgd, nesterov, momentum, lars, rmsproptf), ``betas``
+    only to adamw and lamb, and ``eps`` to all but the SGD names; whatever an optimizer does
+    not take is dropped, as timm drops it. Left ``None``, ``eps`` and ``betas`` keep each
+    optimizer's own default (timm's ``--opt-eps``/``--opt-betas`` unset): eps 1e-8 for
+    adamw and lars, 1e-6 for lamb, 1e-10 for rmsproptf; betas (0.9, 0.999). ``weight_decay``
+    defaults to 0, as in ``create_optimizer_v2`` (so AdamW's own 1e-2 never applies).
+    ``kwargs`` go to the factory (e.g. ``trust_clip=True``, ``centered=True``).
+
+    ``mask`` chooses the decayed leaves; timm, given a model, excludes biases and norm
+    parameters (``filter_bias_and_bn=True``): pass ``mask=decay_kernels_only`` for that.
+    The default, ``None``, decays every leaf, as timm given a parameter list.
+    """
+    key = name.lower() if isinstance(name, str) else name
+    if key not in _TIMM_OPTIMIZERS:
+        raise ValueError(
+            f"unknown optimizer {name!r}; valid names: {', '.join(TIMM_OPTIMIZER_NAMES)}"
+        )
+    info = _TIMM_OPTIMIZERS[key]
+    _check_range("learning rate", learning_rate)
+    args: dict[str, Any] = {"weight_decay": weight_decay, **kwargs}
+    if eps is not None:
+        args["eps"] = eps
+    if betas is not None:
+        args["betas"] = betas
+    for arg, default in info.defaults.items():
+        args.setdefault(arg, default)
+    if info.has_momentum:
+        args.setdefault("momentum", momentum)
+    if not info.has_eps:
+        args.pop("eps", None)
+    if not info.has_betas:
+        args.pop("betas", None)
+    if "betas" in args:
+        given = args.pop("betas")
+        if not isinstance(given, tuple | list) or len(given) != 2:
+            raise ValueError(f"betas must be a pair (b1, b2), got {given!r}")
+        args["b1"], args["b2"] = given
+    if mask is not None:
+        args[info.mask_arg] = mask
+    return info.factory(learning_rate, **args)
 
 
 # ------------------------------------------------------------------------- dispatchers
