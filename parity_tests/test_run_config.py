@@ -55,8 +55,8 @@ def test_config_json_is_written_before_the_first_step(tmp_path, monkeypatch):
     workdir, seen = tmp_path / "run", []
     compile_steps = train.compile_steps
 
-    def spying(mesh):
-        steps = compile_steps(mesh)
+    def spying(mesh, *args):
+        steps = compile_steps(mesh, *args)
 
         def step(*args):
             seen.append((workdir / "config.json").is_file())

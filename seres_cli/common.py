@@ -106,6 +106,11 @@ class _Progress:
                 f"epoch {record['epoch'] + 1}: train loss {record['train_loss']:.4f} "
                 f"acc {record['train_acc']:.4f} | val loss {record['val_loss']:.4f} "
                 f"acc {record['val_acc']:.4f}"
+                + (
+                    f" | EMA val loss {record['ema_val_loss']:.4f} acc {record['ema_val_acc']:.4f}"
+                    if "ema_val_loss" in record
+                    else ""
+                )
             )
 
     def close(self) -> None:

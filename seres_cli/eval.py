@@ -90,9 +90,15 @@ def run(args: argparse.Namespace) -> int:
         image_size=chosen("image_size"),
         crop_pct=chosen("crop_pct"),
         interpolation=chosen("interpolation"),
+        # The size and crop the run validated at, unless the command line names one.
+        val_image_size=args.image_size or stored.get("val_image_size"),
+        val_crop_pct=args.crop_pct or stored.get("val_crop_pct"),
     )
     config.validate(1)
-    dataset = load_dataset(dataset_name, config.data_dir, config.seed, config.data_options())
+    # A run's checkpoint is evaluated as the run validated it (the weights' test size by
+    # default); a bare checkpoint as timm's `resolve_data_config({}, model=m)` does.
+    options = config.data_options(val_at_test_size=run is not None)
+    dataset = load_dataset(dataset_name, config.data_dir, config.seed, options)
     arch = run_arch(config, dataset.image_shape[-1], dataset.num_classes)
     src = args.src / CHECKPOINT_DIR if (args.src / CHECKPOINT_DIR).is_dir() else args.src
     template = variables_template(arch)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 from .common import (
     DEFAULT_DATASET,
@@ -15,6 +16,7 @@ from .common import (
     _add_compile_cache,
     _add_image_arguments,
     _export,
+    _int_at_least,
     _plot,
     _Progress,
     _warnings_to_stderr,
@@ -43,8 +45,21 @@ def add_arguments(sub: Subcommands) -> None:
     )
     _add_image_arguments(p)
     p.add_argument("--epochs", type=int, default=d.epochs)
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="global batch size")
-    p.add_argument("--optimizer", default=d.optimizer, help=f"one of {', '.join(OPTIMIZER_NAMES)}")
+    p.add_argument(
+        "-b",
+        "--batch-size",
+        type=int,
+        default=d.batch_size,
+        help="global batch size of one optimizer update, all devices and "
+        "accumulation steps together (timm's -b is per device and micro-batch)",
+    )
+    p.add_argument(
+        "--opt",
+        "--optimizer",
+        dest="optimizer",
+        default=d.optimizer,
+        help=f"one of {', '.join(OPTIMIZER_NAMES)}",
+    )
     p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate")
     p.add_argument("--momentum", type=float, default=d.momentum)
     p.add_argument("--no-nesterov", dest="nesterov", action="store_false")
@@ -56,11 +71,31 @@ def add_arguments(sub: Subcommands) -> None:
     )
     p.add_argument("--schedule", default=d.schedule, help=f"one of {', '.join(SCHEDULE_NAMES)}")
     p.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs)
-    p.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
+    p.add_argument(
+        "--smoothing",
+        "--label-smoothing",
+        dest="label_smoothing",
+        type=float,
+        default=d.label_smoothing,
+        help="label smoothing (timm's default: 0.1)",
+    )
     p.add_argument("--mixup", type=float, default=d.mixup, help="timm's mixup alpha (0: off)")
     p.add_argument("--cutmix", type=float, default=d.cutmix, help="timm's cutmix alpha (0: off)")
-    p.add_argument("--mix-prob", type=float, default=d.mix_prob,
-                   help="probability that a batch is mixed")  # fmt: skip
+    p.add_argument(
+        "--mixup-prob",
+        "--mix-prob",
+        dest="mix_prob",
+        type=float,
+        default=d.mix_prob,
+        help="probability that a batch is mixed",
+    )
+    p.add_argument(
+        "--mixup-switch-prob",
+        type=float,
+        default=d.mixup_switch_prob,
+        help="probability of cutmix rather than mixup when both are on",
+    )
+    _add_regularisation_arguments(p, d)
     p.add_argument(
         "--augment",
         action=argparse.BooleanOptionalAction,
@@ -68,8 +103,12 @@ def add_arguments(sub: Subcommands) -> None:
         help="random crop + flip (default: the dataset's: on for cifar10 (pad-crop-flip), "
         "imagefolder and arrayrecord (RandomResizedCrop))",
     )
-    p.add_argument("--color-jitter", type=float, default=d.color_jitter,
-                   help="image datasets: brightness/contrast/saturation jitter")  # fmt: skip
+    p.add_argument(
+        "--color-jitter",
+        type=float,
+        default=d.color_jitter,
+        help="image datasets: brightness/contrast/saturation jitter",
+    )
     p.add_argument(
         "--precision",
         default=d.precision,
@@ -102,8 +141,52 @@ def add_arguments(sub: Subcommands) -> None:
         help="with --resume: accept a model, dataset or recipe other than the run's config.json "
         "(recorded there)",
     )
-    p.add_argument("--no-progress", dest="progress", action="store_false")  # fmt: skip
+    p.add_argument("--no-progress", dest="progress", action="store_false")
     _add_compile_cache(p)
+
+
+def _add_regularisation_arguments(p: argparse.ArgumentParser, d: Any) -> None:
+    """timm's loss, accumulation, stochastic depth, dropout and EMA flags (its names)."""
+    p.add_argument(
+        "--grad-accum-steps",
+        type=int,
+        default=d.grad_accum_steps,
+        help="micro-batches per optimizer update (BatchNorm and mixup per "
+        "micro-batch, as timm); --batch-size is their total",
+    )
+    p.add_argument(
+        "--bce-loss",
+        action="store_true",
+        help="timm's BinaryCrossEntropy on the (mixed, smoothed) targets",
+    )
+    p.add_argument(
+        "--bce-target-thresh", type=float, help="binarise BCE targets above this threshold"
+    )
+    p.add_argument("--bce-sum", action="store_true", help="sum the BCE over the classes")
+    p.add_argument("--bce-pos-weight", type=float, help="BCE weight of positive targets")
+    p.add_argument(
+        "--drop-path",
+        type=float,
+        help="stochastic depth rate, timm's per-block linear rule (zoo models)",
+    )
+    p.add_argument("--drop", type=float, help="dropout rate before the classifier")
+    p.add_argument(
+        "--model-ema",
+        action="store_true",
+        help="keep timm's ModelEmaV3 of the weights, evaluated each epoch; --export then writes it",
+    )
+    p.add_argument("--model-ema-decay", type=float, default=d.model_ema_decay)
+    p.add_argument(
+        "--model-ema-warmup",
+        action="store_true",
+        help="timm's EMA warmup: decay 1 - (1 + step) ** -2/3, capped",
+    )
+    p.add_argument(
+        "--val-image-size",
+        type=_int_at_least(1),
+        help="per-epoch evaluation size (default: the weights' test size, else the training size)",
+    )
+    p.add_argument("--val-crop-pct", type=float, help="per-epoch evaluation crop")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -154,8 +237,10 @@ def run(args: argparse.Namespace) -> int:
     if args.workdir is not None and result.history:
         _plot(read_metrics(args.workdir), args.workdir / CURVES_FILE)
     if args.export is not None:
-        _export(result.state.variables, args.export, force=args.overwrite)
-        print(f"exported PyTorch weights to {args.export}")
+        ema = result.state.ema_state  # timm exports the EMA when a run keeps one
+        _export((ema or result.state).variables, args.export, force=args.overwrite)
+        which = "the EMA weights" if ema is not None else "the trained weights"
+        print(f"exported {which} as PyTorch weights to {args.export}")
     if result.history:
         last = result.history[-1]
         print(f"final: val loss {last['val_loss']:.4f}, val acc {last['val_acc']:.4f}, "

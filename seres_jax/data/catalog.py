@@ -53,6 +53,9 @@ class DataOptions:
 
     augment: bool = True
     data_config: DataConfig = field(default_factory=DataConfig)
+    # The validation split's preprocessing when it differs (another size or crop), e.g. the
+    # weights' test size: timm's --val-image-size/--val-crop-pct. None: ``data_config``'s.
+    val_config: DataConfig | None = None
     color_jitter: float = 0.0
     skip_bad_images: bool = False
     synthetic_size: int | None = None
@@ -101,6 +104,9 @@ def _image_splits(
         if options.augment
         else eval_transform
     )
+    if options.val_config is not None:
+        val = options.val_config
+        eval_transform = EvalTransform(val.input_size, val.crop_pct, val.interpolation)
     return Splits(
         name=name, train=train, val=val, num_classes=len(train.classes),
         image_shape=(size, size, 3), train_transform=train_transform,

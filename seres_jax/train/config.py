@@ -22,6 +22,7 @@ import optax
 from .. import optim
 from ..data.catalog import DATASETS, DataOptions
 from ..data.images import INTERPOLATIONS
+from ..ema import EmaConfig
 from ..optim import OPTIMIZER_NAMES, SCHEDULE_NAMES
 from .errors import TrainingError
 
@@ -73,12 +74,33 @@ class TrainConfig:
     mixup: float = 0.0  # timm's Mixup alphas; 0: off
     cutmix: float = 0.0
     mix_prob: float = 1.0
+    mixup_switch_prob: float = 0.5  # cutmix's share when both are on (timm's)
+    # timm's BinaryCrossEntropy on the (mixed) soft targets in place of the cross-entropy.
+    bce_loss: bool = False
+    bce_target_thresh: float | None = None
+    bce_sum: bool = False
+    bce_pos_weight: float | None = None
+    # Micro-batches per optimizer update (timm's --grad-accum-steps); `batch_size` is the
+    # update's whole batch, split into this many.
+    grad_accum_steps: int = 1
+    # Stochastic depth and dropout before the classifier (timm's --drop-path, --drop): the
+    # architecture's drop_path_rate and drop_rate; None: the architecture string's.
+    drop_path: float | None = None
+    drop: float | None = None
+    # timm's ModelEmaV3, evaluated each epoch beside the trained weights.
+    model_ema: bool = False
+    model_ema_decay: float = 0.9998
+    model_ema_warmup: bool = False
     augment: bool | None = None
     color_jitter: float = 0.0
     # Image datasets' preprocessing; None: the model's pretrained data config (timm's).
     image_size: int | None = None
     crop_pct: float | None = None
     interpolation: str | None = None
+    # Per-epoch evaluation's size and crop; None: the weights' test config where they have
+    # one (timm's pretrained test_input_size/test_crop_pct), else the training size's.
+    val_image_size: int | None = None
+    val_crop_pct: float | None = None
     skip_bad_images: bool = False
     workers: int = 0  # grain worker processes (0: threads of the training process)
     precision: str = "fp32"
@@ -115,8 +137,27 @@ class TrainConfig:
             (finite_at_least_0(self.cutmix),
              f"cutmix must be a finite number >= 0, got {self.cutmix}"),
             (0 <= self.mix_prob <= 1, f"mix_prob must be in [0, 1], got {self.mix_prob}"),
-            (self.batch_size % 2 == 0 or not (self.mixup or self.cutmix),
-             f"mixup and cutmix need an even batch size, got {self.batch_size}"),
+            (0 <= self.mixup_switch_prob <= 1,
+             f"mixup_switch_prob must be in [0, 1], got {self.mixup_switch_prob}"),
+            (self.bce_target_thresh is None or 0 <= self.bce_target_thresh <= 1,
+             f"bce_target_thresh must be in [0, 1], got {self.bce_target_thresh}"),
+            (self.bce_pos_weight is None or (math.isfinite(self.bce_pos_weight)
+                                             and self.bce_pos_weight > 0),
+             f"bce_pos_weight must be a finite number > 0, got {self.bce_pos_weight}"),
+            (self.drop_path is None or 0 <= self.drop_path < 1,
+             f"drop_path must be in [0, 1), got {self.drop_path}"),
+            (self.drop is None or 0 <= self.drop < 1, f"drop must be in [0, 1), got {self.drop}"),
+            (0 <= self.model_ema_decay <= 1,
+             f"model_ema_decay must be in [0, 1], got {self.model_ema_decay}"),
+            (self.grad_accum_steps >= 1,
+             f"grad_accum_steps must be >= 1, got {self.grad_accum_steps}"),
+            (self.val_image_size is None or self.val_image_size >= 1,
+             f"val_image_size must be >= 1, got {self.val_image_size}"),
+            (self.val_crop_pct is None or 0 < self.val_crop_pct <= 1,
+             f"val_crop_pct must be in (0, 1], got {self.val_crop_pct}"),
+            (self.micro_batch % 2 == 0 or not (self.mixup or self.cutmix),
+             "mixup and cutmix need an even batch size (of each micro-batch), got "
+             f"{self.micro_batch}"),
             (finite_at_least_0(self.color_jitter),
              f"color_jitter must be a finite number >= 0, got {self.color_jitter}"),
             (self.image_size is None or self.image_size >= 1,
@@ -138,12 +179,27 @@ class TrainConfig:
             (0 <= self.seed < 2**63, f"seed must be in [0, 2**63), got {self.seed}"),
             (self.max_steps is None or self.max_steps >= 1,
              f"max_steps must be >= 1, got {self.max_steps}"),
-            (self.batch_size < 1 or self.batch_size % num_devices == 0,
-             f"batch size {self.batch_size} is not divisible by the {num_devices} devices"),
+            (self.batch_size < 1 or self.grad_accum_steps < 1
+             or self.batch_size % (num_devices * self.grad_accum_steps) == 0,
+             f"batch size {self.batch_size} is not divisible by the {num_devices} devices"
+             + (f" x {self.grad_accum_steps} accumulation steps"
+                if self.grad_accum_steps > 1 else "")),
         ]  # fmt: skip
         problems = [message for ok, message in checks if not ok]
         if problems:
             raise TrainingError("; ".join(problems))
+
+    @property
+    def micro_batch(self) -> int:
+        """The examples of one forward pass: ``batch_size / grad_accum_steps``."""
+        return self.batch_size // max(self.grad_accum_steps, 1)
+
+    def ema_config(self) -> EmaConfig | None:
+        """timm's ``ModelEmaV3(decay=model_ema_decay, use_warmup=model_ema_warmup)``, or
+        ``None`` without ``model_ema``."""
+        if not self.model_ema:
+            return None
+        return EmaConfig(decay=self.model_ema_decay, use_warmup=self.model_ema_warmup)
 
     @property
     def augments(self) -> bool:
@@ -153,17 +209,28 @@ class TrainConfig:
         spec = DATASETS.get(self.dataset or "")
         return spec is not None and spec.augment
 
-    def data_options(self) -> DataOptions:
+    def data_options(self, *, val_at_test_size: bool = True) -> DataOptions:
         """What the run asks of its dataset: augmentation, and for image datasets the model's
         pretrained data config (``seres_jax.registry.data_config``) with the run's
-        ``image_size``, ``crop_pct`` and ``interpolation`` in its place."""
+        ``image_size``, ``crop_pct`` and ``interpolation`` in its place; the validation
+        split's at ``val_image_size``/``val_crop_pct``, else the weights' test size and crop
+        where they have one and the run sets no ``image_size``/``crop_pct`` of its own
+        (``val_at_test_size=False``: the training size's, as timm's
+        ``resolve_data_config({}, model=m)``)."""
         from ..registry import data_config
 
+        pretrained = data_config(self.model)
+        train = pretrained.for_eval(self.image_size, self.crop_pct, self.interpolation)
+        val = pretrained.for_eval(
+            self.val_image_size or self.image_size,
+            self.val_crop_pct or self.crop_pct,
+            self.interpolation,
+            use_test_size=val_at_test_size,
+        )
         return DataOptions(
             augment=self.augments,
-            data_config=data_config(self.model).for_eval(
-                self.image_size, self.crop_pct, self.interpolation
-            ),
+            data_config=train,
+            val_config=val if val != train else None,
             color_jitter=self.color_jitter,
             skip_bad_images=self.skip_bad_images,
             synthetic_size=self.image_size,
@@ -203,5 +270,15 @@ def run_arch(config: TrainConfig, channels: int, num_classes: int) -> str:
     if overrides.get("num_classes", num_classes) != num_classes:
         raise TrainingError(f"--model has num_classes={overrides['num_classes']}, but "
                             f"{config.dataset} has {num_classes} classes")  # fmt: skip
-    full = {channels_arg: channels, "num_classes": num_classes, **overrides}
+    # --drop-path / --drop are the architecture's stochastic depth and dropout rates.
+    rates = {"drop_path_rate": config.drop_path, "drop_rate": config.drop}
+    rates = {key: value for key, value in rates.items() if value is not None}
+    accepted = MODELS[name].arguments()
+    for key, value in rates.items():
+        flag = "--drop-path" if key == "drop_path_rate" else "--drop"
+        if key not in accepted:
+            raise TrainingError(f"{flag}: {name} has no {key} (no such layer in the model)")
+        if overrides.get(key, value) != value:
+            raise TrainingError(f"{flag} {value} contradicts --model's {key}={overrides[key]}")
+    full = {channels_arg: channels, "num_classes": num_classes, **overrides, **rates}
     return format_arch(name, full)

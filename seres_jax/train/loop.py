@@ -272,8 +272,9 @@ def fit(
         # The state is donated to every step: never hand the caller's buffers to it.
         variables = jax.tree.map(lambda a: jnp.array(a, copy=True), variables)
     tx, schedule = optim.build(config, run.total, run.per_epoch)
-    steps = compile_steps(mesh)
-    state = jax.device_put(TrainState.create(model.apply, variables, tx), steps.replicated)
+    steps = compile_steps(mesh, config.grad_accum_steps)
+    state = TrainState.create(model.apply, variables, tx, ema=config.ema_config())
+    state = jax.device_put(state, steps.replicated)
     options = jax.device_put(StepOptions.from_config(config), steps.replicated)
     batches = train_dataset(splits, config.batch_size, config.seed)
 
@@ -350,7 +351,7 @@ def fit(
                 tally.new_window()
             if not (save or epoch_end):
                 continue
-            if not bool(_all_finite((state.params, state.batch_stats, state.opt_state))):
+            if not bool(_all_finite((state.params, state.batch_stats, state.opt_state, state.ema))):
                 raise _diverged(f"non-finite weights after step {step}", step, checkpoints)
             if epoch_end:
                 record = _epoch_record(steps, state, splits, config, epoch, step, tally)
@@ -388,7 +389,7 @@ def _epoch_record(
 ) -> dict[str, Any]:
     train = _rates(tally.epoch, 0.0)
     val = evaluate(steps, state, splits, config.batch_size)
-    return {
+    record = {
         "kind": "epoch",
         "epoch": epoch,
         "step": step,
@@ -398,6 +399,11 @@ def _epoch_record(
         "val_acc": val["acc"],
         "val_acc5": val["acc5"],
     }
+    ema = state.ema_state
+    if ema is not None:  # the EMA weights too, as timm's train.py validates both
+        val = evaluate(steps, ema, splits, config.batch_size)
+        record.update(ema_val_loss=val["loss"], ema_val_acc=val["acc"], ema_val_acc5=val["acc5"])
+    return record
 
 
 def _rates(totals: np.ndarray, seconds: float) -> dict[str, float]:

@@ -32,8 +32,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from .. import compiler
 from ..data import stream_seed
-from ..losses import cross_entropy
-from ..mixup import MixupConfig, draw_mix, mix_images
+from ..losses import binary_cross_entropy, cross_entropy
+from ..mixup import MixupConfig, draw_mix, mix_images, mixup_target
 from .config import TrainConfig
 from .state import TrainState
 
@@ -65,7 +65,12 @@ class StepOptions:
     """The train step's recipe knobs, passed as traced scalars: changing them does not
     recompile. ``mixup`` / ``cutmix`` are the Beta alphas of timm's ``Mixup`` (0 turns each off),
     applied with probability ``mix_prob``, cutmix chosen with ``switch_prob`` when both are on;
-    the draws come from ``seed`` and the step, so a resumed run draws the same."""
+    the draws come from ``seed`` and the step, so a resumed run draws the same.
+
+    ``bce`` switches the loss from the cross-entropy to timm's ``BinaryCrossEntropy`` on the
+    (mixed, smoothed) soft targets, with ``bce_target_thresh`` (negative: none),
+    ``bce_sum`` (sum over the classes) and ``bce_pos_weight`` (1: none), as timm's
+    ``--bce-loss --bce-target-thresh --bce-sum --bce-pos-weight``."""
 
     label_smoothing: jax.typing.ArrayLike = 0.0
     mixup: jax.typing.ArrayLike = 0.0
@@ -73,37 +78,65 @@ class StepOptions:
     mix_prob: jax.typing.ArrayLike = 1.0
     switch_prob: jax.typing.ArrayLike = 0.5
     seed: jax.typing.ArrayLike = 0
+    bce: jax.typing.ArrayLike = False
+    bce_target_thresh: jax.typing.ArrayLike = -1.0
+    bce_sum: jax.typing.ArrayLike = False
+    bce_pos_weight: jax.typing.ArrayLike = 1.0
 
     @classmethod
     def from_config(cls, config: TrainConfig) -> StepOptions:
-        """The options of ``config``'s recipe, as float32/uint32 scalars."""
+        """The options of ``config``'s recipe, as float32/uint32/bool scalars."""
+        thresh, pos_weight = config.bce_target_thresh, config.bce_pos_weight
         return cls(
             label_smoothing=np.float32(config.label_smoothing),
             mixup=np.float32(config.mixup),
             cutmix=np.float32(config.cutmix),
             mix_prob=np.float32(config.mix_prob),
-            switch_prob=np.float32(0.5),
+            switch_prob=np.float32(config.mixup_switch_prob),
             seed=np.uint32(stream_seed(config.seed)),
+            bce=np.bool_(config.bce_loss),
+            bce_target_thresh=np.float32(-1.0 if thresh is None else thresh),
+            bce_sum=np.bool_(config.bce_sum),
+            bce_pos_weight=np.float32(1.0 if pos_weight is None else pos_weight),
         )
 
 
-def train_step(
+def _loss(logits: jax.Array, labels: jax.Array, lam: jax.Array, options: StepOptions) -> jax.Array:
+    """The loss timm's ``train.py`` minimises for these options: the cross-entropy against
+    the mixed smoothed targets, or with ``options.bce`` the binary cross-entropy."""
+    # timm's mixed soft target, lam * y + (1 - lam) * flip(y) (each smoothed), through the
+    # cross-entropy's linearity in the target: at lam = 1 exactly the unmixed loss.
+    smoothing = options.label_smoothing
+    ce = lam * _smoothed_cross_entropy(logits, labels, smoothing) + (
+        1 - lam
+    ) * _smoothed_cross_entropy(logits, labels[::-1], smoothing)
+    # The BCE is not linear in a thresholded target: it takes the mixed targets themselves.
+    # Both losses cost O(batch x classes), nothing beside the model; selecting one keeps the
+    # loss a traced option (the other's gradient is an exact zero).
+    targets = mixup_target(labels, logits.shape[-1], lam, smoothing)
+    thresh = options.bce_target_thresh
+    targets = jnp.where(thresh >= 0, (targets > thresh).astype(jnp.float32), targets)
+    pos_weight = options.bce_pos_weight
+    bce = jnp.where(
+        options.bce_sum,
+        binary_cross_entropy(logits, targets, sum_classes=True, pos_weight=pos_weight),
+        binary_cross_entropy(logits, targets, pos_weight=pos_weight),
+    )
+    return jnp.where(options.bce, bce, ce)
+
+
+def _micro_step(
     state: TrainState,
+    params: Any,
+    batch_stats: Any,
     images: jax.Array,
     labels: jax.Array,
-    options: StepOptions | jax.typing.ArrayLike = 0.0,
-) -> tuple[TrainState, dict[str, jax.Array]]:
-    """One optimizer step on a batch; BatchNorm in train mode (batch statistics).
-
-    ``options`` is a ``StepOptions`` (label smoothing, mixup/cutmix), or just the label
-    smoothing. Returns the new state and the batch's metrics: ``loss``, the mean
-    cross-entropy the step minimised; ``loss_sum``, that mean times the batch size;
-    ``correct`` (against the unmixed labels) and ``count``.
-    """
-    if not isinstance(options, StepOptions):
-        options = StepOptions(label_smoothing=options)
-    # The step's randomness (mixup's draws, dropout's masks) from the seed and the step alone.
-    key = jax.random.fold_in(jax.random.key(jnp.asarray(options.seed, jnp.uint32)), state.step)
+    key: jax.Array,
+    options: StepOptions,
+    scale: float,
+) -> tuple[Any, Any, jax.Array, jax.Array]:
+    """Gradients of ``scale`` times the loss on one (micro-)batch: ``(grads, batch_stats,
+    loss, logits)``, BatchNorm in train mode updating ``batch_stats``."""
     mix_key, dropout_key = jax.random.split(key)
     lam = jnp.ones((), jnp.float32)
     if images.shape[0] % 2 == 0:  # timm mixes even batches only (`TrainConfig` checks)
@@ -111,32 +144,99 @@ def train_step(
         draw = draw_mix(mix_key, images.shape[1], images.shape[2], mixing)
         images, lam = mix_images(images, draw), draw.lam
 
-    def loss_fn(params: Any) -> tuple[jax.Array, tuple[jax.Array, Any]]:
+    def loss_fn(params: Any) -> tuple[jax.Array, tuple[jax.Array, jax.Array, Any]]:
         logits, updates = state.apply_fn(
-            {"params": params, "batch_stats": state.batch_stats},
+            {"params": params, "batch_stats": batch_stats},
             images,
             train=True,
             mutable=["batch_stats"],
             rngs={"dropout": dropout_key},
         )
-        # timm's mixed soft target, lam * y + (1 - lam) * flip(y) (each smoothed), through the
-        # cross-entropy's linearity in the target: at lam = 1 exactly the unmixed loss.
-        smoothing = options.label_smoothing
-        loss = lam * _smoothed_cross_entropy(logits, labels, smoothing) + (
-            1 - lam
-        ) * _smoothed_cross_entropy(logits, labels[::-1], smoothing)
-        return loss, (logits, updates["batch_stats"])
+        loss = _loss(logits, labels, lam, options)
+        # timm divides each micro-batch's loss by the accumulation count before backward.
+        scaled = loss / scale if scale != 1 else loss
+        return scaled, (loss, logits, updates["batch_stats"])
 
-    (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    (_, (loss, logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    return grads, batch_stats, loss, logits
+
+
+def _micro_batches(x: jax.Array, count: int) -> jax.Array:
+    """``x`` as ``count`` micro-batches, micro-batch ``j`` being rows ``j, j + count, ...``:
+    each spans every device's rows of the sharded batch, so no data moves between devices."""
+    return jnp.swapaxes(x.reshape(x.shape[0] // count, count, *x.shape[1:]), 0, 1)
+
+
+def train_step(
+    state: TrainState,
+    images: jax.Array,
+    labels: jax.Array,
+    options: StepOptions | jax.typing.ArrayLike = 0.0,
+    *,
+    grad_accum_steps: int = 1,
+) -> tuple[TrainState, dict[str, jax.Array]]:
+    """One optimizer update on a batch; BatchNorm in train mode (batch statistics).
+
+    ``options`` is a ``StepOptions`` (label smoothing, mixup/cutmix, the loss), or just the
+    label smoothing. With ``grad_accum_steps=N`` (static) the batch is N micro-batches (rows
+    ``j::N``), run one after the other as timm's ``--grad-accum-steps`` runs them: each
+    updates the BatchNorm statistics and draws its own mixup and dropout, its loss is divided
+    by N, the gradients are summed and the optimizer updates once; only one micro-batch's
+    activations are alive at a time. With an EMA in the state (``TrainState.create(...,
+    ema=EmaConfig(...))``) it is updated after the optimizer, as timm's ``ModelEmaV3`` is
+    after each update. Returns the new state and the batch's metrics: ``loss``, the mean
+    loss the step minimised; ``loss_sum``, that mean times the batch size; ``correct``
+    (against the unmixed labels) and ``count``.
+    """
+    if not isinstance(options, StepOptions):
+        options = StepOptions(label_smoothing=options)
+    if images.shape[0] % grad_accum_steps:
+        raise ValueError(
+            f"batch of {images.shape[0]} is not {grad_accum_steps} equal micro-batches"
+        )
+    # The step's randomness (mixup's draws, dropout's masks) from the seed and the step alone.
+    key = jax.random.fold_in(jax.random.key(jnp.asarray(options.seed, jnp.uint32)), state.step)
+    if grad_accum_steps == 1:
+        grads, batch_stats, loss, logits = _micro_step(
+            state, state.params, state.batch_stats, images, labels, key, options, 1
+        )
+        weights = jnp.ones(labels.shape, jnp.float32)
+        metrics = _metrics(logits, labels, weights, loss * labels.shape[0])
+    else:
+
+        def accumulate(carry: Any, micro: Any) -> tuple[Any, None]:
+            grads, batch_stats, sums = carry
+            x, y, index = micro
+            g, batch_stats, loss, logits = _micro_step(
+                state, state.params, batch_stats, x, y, jax.random.fold_in(key, index),
+                options, grad_accum_steps,
+            )  # fmt: skip
+            counted = _metrics(logits, y, jnp.ones(y.shape, jnp.float32), loss * y.shape[0])
+            sums = jax.tree.map(jnp.add, sums, counted)
+            return (jax.tree.map(jnp.add, grads, g), batch_stats, sums), None
+
+        zeros = jax.tree.map(jnp.zeros_like, state.params)
+        sums = {k: jnp.zeros((), jnp.float32) for k in ("loss_sum", "correct", "count")}
+        micro = (
+            _micro_batches(images, grad_accum_steps),
+            _micro_batches(labels, grad_accum_steps),
+            jnp.arange(grad_accum_steps),
+        )
+        (grads, batch_stats, metrics), _ = jax.lax.scan(
+            accumulate, (zeros, state.batch_stats, sums), micro
+        )
+        loss = metrics["loss_sum"] / labels.shape[0]
     updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    step = state.step + 1
+    ema = state.ema
+    if state.ema_config is not None:
+        new = {"params": params, "batch_stats": batch_stats}
+        ema = state.ema_config.update(state.ema, new, step)  # timm's step=num_updates
     new_state = state.replace(
-        step=state.step + 1,
-        params=optax.apply_updates(state.params, updates),
-        batch_stats=batch_stats,
-        opt_state=opt_state,
+        step=step, params=params, batch_stats=batch_stats, opt_state=opt_state, ema=ema
     )
-    weights = jnp.ones(labels.shape, jnp.float32)
-    return new_state, {"loss": loss, **_metrics(logits, labels, weights, loss * labels.shape[0])}
+    return new_state, {"loss": loss, **metrics}
 
 
 def eval_step(
@@ -179,14 +279,15 @@ class CompiledSteps:
 
 
 @functools.cache
-def compile_steps(mesh: Mesh) -> CompiledSteps:
-    """Jit the steps for ``mesh`` (once: the result is cached per mesh), compiled with
-    ``seres_jax.compiler``'s options for the mesh's platform."""
+def compile_steps(mesh: Mesh, grad_accum_steps: int = 1) -> CompiledSteps:
+    """Jit the steps for ``mesh`` (once: the result is cached per mesh and accumulation
+    count), compiled with ``seres_jax.compiler``'s options for the mesh's platform; the train
+    step accumulates ``grad_accum_steps`` micro-batches per update (see ``train_step``)."""
     replicated = NamedSharding(mesh, PartitionSpec())
     batch = NamedSharding(mesh, PartitionSpec(DATA_AXIS))
     platform = mesh.devices.flat[0].platform
     train = compiler.jit(
-        train_step,
+        functools.partial(train_step, grad_accum_steps=grad_accum_steps),
         platform=platform,
         in_shardings=(replicated, batch, batch, replicated),
         out_shardings=(replicated, replicated),
