@@ -25,7 +25,7 @@ from .common import (
 
 def add_arguments(sub: Subcommands) -> None:
     from seres_jax.data import DATASET_NAMES
-    from seres_jax.optim import OPTIMIZER_NAMES, SCHEDULE_NAMES
+    from seres_jax.optim import CLIP_MODES, SCHEDULE_NAMES, TIMM_OPTIMIZER_NAMES
     from seres_jax.train import PRECISIONS, TrainConfig
 
     p = sub.add_parser("train", help="train a model with optax")
@@ -58,12 +58,29 @@ def add_arguments(sub: Subcommands) -> None:
         "--optimizer",
         dest="optimizer",
         default=d.optimizer,
-        help=f"one of {', '.join(OPTIMIZER_NAMES)}",
+        help=f"one of {', '.join(TIMM_OPTIMIZER_NAMES)} (timm's names; sgd is Nesterov SGD "
+        "unless --no-nesterov)",
     )
+    p.add_argument("--opt-eps", type=float, help="optimizer epsilon (default: the optimizer's)")
+    p.add_argument(
+        "--opt-betas",
+        type=float,
+        nargs=2,
+        metavar=("B1", "B2"),
+        help="adamw/lamb betas (default: 0.9 0.999)",
+    )
+    p.add_argument("--clip-grad", type=float, help="clip gradients at this value (default: off)")
+    p.add_argument("--clip-mode", default=d.clip_mode, help=f"one of {', '.join(CLIP_MODES)}")
     p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate")
     p.add_argument("--momentum", type=float, default=d.momentum)
     p.add_argument("--no-nesterov", dest="nesterov", action="store_false")
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    p.add_argument(
+        "--weight-decay",
+        type=float,
+        default=d.weight_decay,
+        help=f"default {d.weight_decay} (timm's: 2e-5); biases and BatchNorm "
+        "parameters are not decayed, as in timm (see --decay-all)",
+    )
     p.add_argument(
         "--decay-all",
         action="store_true",
@@ -217,7 +234,10 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--override goes with --resume")
     _warnings_to_stderr()
     initialize_distributed()
-    config = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
+    fields = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
+    if fields["opt_betas"] is not None:
+        fields["opt_betas"] = tuple(fields["opt_betas"])
+    config = TrainConfig(**fields)
     parse_arch(args.model)  # validates the name before the data is loaded
     mesh = make_mesh()
     config.validate(mesh.size)  # before the data is read (with the seed) and the workdir exists

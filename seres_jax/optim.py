@@ -979,17 +979,25 @@ class Recipe(Protocol):
     """The fields of a training recipe that choose its optimizer and schedule."""
 
     @property
-    def optimizer(self) -> str: ...
+    def optimizer(self) -> str: ...  # one of TIMM_OPTIMIZER_NAMES
     @property
     def lr(self) -> float: ...
     @property
     def momentum(self) -> float: ...
     @property
-    def nesterov(self) -> bool: ...
+    def nesterov(self) -> bool: ...  # "sgd" only: False gives timm's "momentum"
     @property
     def weight_decay(self) -> float: ...
     @property
     def decay_all(self) -> bool: ...  # True: biases and BatchNorm too (torch's default)
+    @property
+    def opt_eps(self) -> float | None: ...  # None: the optimizer's own
+    @property
+    def opt_betas(self) -> tuple[float, float] | None: ...
+    @property
+    def clip_grad(self) -> float | None: ...
+    @property
+    def clip_mode(self) -> str: ...
     @property
     def schedule(self) -> str: ...
     @property
@@ -1011,22 +1019,49 @@ def recipe_schedule(recipe: Recipe, total_steps: int, steps_per_epoch: int) -> o
     return make_schedule(recipe.schedule, **kwargs)
 
 
+# The classifier, which timm's train.py leaves out of adaptive gradient clipping
+# (`get_clip_parameters(exclude_head=True)`: the model's last two parameters, the
+# classifier's weight and bias): the zoo's and the notebook's `fc`, the legacy models'
+# `last_linear`.
+_HEADS = ("fc", "last_linear")
+
+
+def _not_head(params: optax.Params) -> Any:
+    return {k: jax.tree.map(lambda _, k=k: k not in _HEADS, v) for k, v in params.items()}
+
+
 def recipe_optimizer(
     recipe: Recipe, schedule: optax.Schedule, total_steps: int
 ) -> optax.GradientTransformation:
-    """The optimizer of ``recipe``, driven by ``schedule`` over ``total_steps``. With the
-    one-cycle schedule its momentum (AdamW's β1) cycles too, replacing ``momentum``, as
-    torch's ``OneCycleLR`` does by default (``cycle_momentum=True``)."""
+    """The optimizer of ``recipe``, driven by ``schedule`` over ``total_steps``, behind its
+    gradient clipping (timm's ``--clip-grad``/``--clip-mode``; AGC leaves the classifier out,
+    as timm's ``train.py`` does). With the one-cycle schedule the momentum (AdamW's β1) cycles
+    too, replacing ``momentum``, as torch's ``OneCycleLR`` does by default
+    (``cycle_momentum=True``). ``"sgd"`` is Nesterov SGD unless ``recipe.nesterov`` is
+    False; every other name is timm's (``create_optimizer``)."""
     mask = None if recipe.decay_all else decay_kernels_only
-    kwargs: dict[str, Any] = {"weight_decay": recipe.weight_decay, "weight_decay_mask": mask}
+    kwargs: dict[str, Any] = {"weight_decay": recipe.weight_decay, "mask": mask}
     cycled = one_cycle_momentum(total_steps) if recipe.schedule == "onecycle" else None
-    if recipe.optimizer == "sgd":
+    name = recipe.optimizer
+    if name == "sgd":
         momentum = recipe.momentum if cycled is None else cycled
         nesterov = recipe.nesterov and (cycled is not None or recipe.momentum > 0)
-        kwargs.update(momentum=momentum, nesterov=nesterov)
-    elif cycled is not None:
-        kwargs["b1"] = cycled
-    return make_optimizer(recipe.optimizer, schedule, **kwargs)
+        name = "nesterov" if nesterov else "momentum"
+        kwargs["momentum"] = momentum
+    elif name in ("momentum", "nesterov", "lars", "rmsproptf"):
+        kwargs["momentum"] = recipe.momentum if cycled is None else cycled
+    elif cycled is not None:  # adamw, lamb: torch's OneCycleLR cycles beta1
+        b2 = recipe.opt_betas[1] if recipe.opt_betas else 0.999
+        kwargs["betas"] = (cycled, b2)
+    if "betas" not in kwargs and recipe.opt_betas is not None:
+        kwargs["betas"] = tuple(recipe.opt_betas)
+    tx = create_optimizer(name, schedule, eps=recipe.opt_eps, **kwargs)
+    if recipe.clip_grad is None:
+        return tx
+    clip = clip_grad(recipe.clip_grad, recipe.clip_mode)
+    if recipe.clip_mode == "agc":
+        clip = optax.masked(clip, _not_head)
+    return optax.chain(clip, tx)
 
 
 def build(

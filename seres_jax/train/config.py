@@ -23,10 +23,12 @@ from .. import optim
 from ..data.catalog import DATASETS, DataOptions
 from ..data.images import INTERPOLATIONS
 from ..ema import EmaConfig
-from ..optim import OPTIMIZER_NAMES, SCHEDULE_NAMES
+from ..optim import CLIP_MODES, SCHEDULE_NAMES, TIMM_OPTIMIZER_NAMES
 from .errors import TrainingError
 
 PRECISIONS = {"fp32": None, "bf16": jnp.bfloat16}
+# The optimizers whose momentum (or beta1) torch's OneCycleLR cycles.
+_CYCLED = ("sgd", "momentum", "nesterov", "adamw")
 # The fields a resumed run may change without `override`: how long it runs, how often it logs
 # and saves, where the data lives and how many processes read it. Everything else (epochs too:
 # they shape the schedule) is the recipe.
@@ -68,6 +70,10 @@ class TrainConfig:
     nesterov: bool = True
     weight_decay: float = 5e-4
     decay_all: bool = False  # True: decay biases and BatchNorm parameters too (torch default)
+    opt_eps: float | None = None  # None: the optimizer's own (timm's --opt-eps)
+    opt_betas: tuple[float, float] | None = None  # adamw, lamb (timm's --opt-betas)
+    clip_grad: float | None = None  # timm's --clip-grad/--clip-mode; None: no clipping
+    clip_mode: str = "norm"
     schedule: str = "cosine"
     warmup_epochs: float = 1.0
     label_smoothing: float = 0.0
@@ -118,8 +124,21 @@ class TrainConfig:
             return math.isfinite(value) and value >= 0
 
         checks = [
-            (self.optimizer in OPTIMIZER_NAMES,
-             f"optimizer must be one of {', '.join(OPTIMIZER_NAMES)}, got {self.optimizer!r}"),
+            (self.optimizer in TIMM_OPTIMIZER_NAMES,
+             f"optimizer must be one of {', '.join(TIMM_OPTIMIZER_NAMES)}, "
+             f"got {self.optimizer!r}"),
+            (self.schedule != "onecycle" or self.optimizer in _CYCLED,
+             f"schedule onecycle cycles the momentum of {', '.join(_CYCLED)} only, "
+             f"got optimizer {self.optimizer!r}"),
+            (self.opt_eps is None or (math.isfinite(self.opt_eps) and self.opt_eps > 0),
+             f"opt_eps must be a finite number > 0, got {self.opt_eps}"),
+            (self.opt_betas is None or (len(self.opt_betas) == 2
+                                        and all(0 <= b < 1 for b in self.opt_betas)),
+             f"opt_betas must be two numbers in [0, 1), got {self.opt_betas}"),
+            (self.clip_grad is None or (math.isfinite(self.clip_grad) and self.clip_grad > 0),
+             f"clip_grad must be a finite number > 0, got {self.clip_grad}"),
+            (self.clip_mode in CLIP_MODES,
+             f"clip_mode must be one of {', '.join(CLIP_MODES)}, got {self.clip_mode!r}"),
             (self.schedule in SCHEDULE_NAMES,
              f"schedule must be one of {', '.join(SCHEDULE_NAMES)}, got {self.schedule!r}"),
             (self.precision in PRECISIONS,
