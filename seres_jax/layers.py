@@ -1,9 +1,9 @@
 """Flax layers mirroring ``seres_torch.layers``, and the conventions all of seres_jax follows.
 
 The one vocabulary of both families: ``conv2d`` (every 2-D convolution), ``BatchNorm``, the
-channel attentions (``SEBlock``, ``SEModule``, ``ECABlock``, built by name with ``create_attn``)
-and ``ConvBNAct``. A new channel attention is one class here, its PyTorch twin in
-``seres_torch.layers`` and one entry in each ``ATTENTION_LAYERS``.
+channel attentions (``SEBlock``, ``SEModule``, ``ECABlock``, built by name with ``create_attn``),
+``ConvBNAct`` and stochastic depth (``DropPath``). A new channel attention is one class here,
+its PyTorch twin in ``seres_torch.layers`` and one entry in each ``ATTENTION_LAYERS``.
 
 Conventions (documented here, once):
 
@@ -313,3 +313,32 @@ def create_attn(
         raise ValueError(f"unknown attention {attn!r}; expected one of {ATTENTIONS} or None")
     layer = se_layer if attn == "se" else ATTENTION_LAYERS[attn]
     return layer(channels, **kwargs)
+
+
+class DropPath(nn.Module):
+    """Stochastic depth (timm's ``DropPath``; mirror of ``seres_torch.layers.DropPath``): in
+    train mode each sample's ``x`` (a residual branch) is zeroed with probability
+    ``drop_prob`` and the kept ones are scaled by ``1 / (1 - drop_prob)`` (``scale_by_keep``),
+    so the expected value is ``x``; the identity in eval mode and at rate 0 (no RNG needed).
+
+    The mask is one Bernoulli draw per sample from the ``"dropout"`` RNG stream
+    (``apply(..., train=True, rngs={"dropout": key})``, as ``nn.Dropout``): shape
+    ``(B, 1, 1, 1)`` on NHWC, so it lies along the batch axis and shards with the activations.
+    Mask and scale are in the activations' dtype (bfloat16 under bfloat16 compute), as PyTorch
+    makes them (``x.new_empty(...).bernoulli_(keep).div_(keep)``); no parameters."""
+
+    drop_prob: float = 0.0
+    scale_by_keep: bool = True
+
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        if self.drop_prob == 0.0 or not train:
+            return x
+        keep = 1.0 - self.drop_prob
+        shape = (x.shape[0],) + (1,) * (x.ndim - 1)
+        # The scale is rounded to x's dtype from float32, as PyTorch's div_ of a reduced-
+        # precision tensor by a Python number computes it.
+        mask = jax.random.bernoulli(self.make_rng("dropout"), keep, shape)
+        scale = mask.astype(jnp.promote_types(x.dtype, jnp.float32))
+        if keep > 0.0 and self.scale_by_keep:
+            scale = scale / keep
+        return x * scale.astype(x.dtype)

@@ -36,6 +36,9 @@ _FLAX_ONLY = frozenset({"dtype", "param_dtype", "parent", "name"})
 # String arguments with a closed set of values; every integer argument counts something
 # (channels, classes, blocks, groups), so it must be positive.
 _CHOICES = {"attn": ATTENTIONS, "stem_type": STEM_TYPES, "aa_layer": AA_LAYERS}
+# Probabilities of dropping something (dropout, stochastic depth): a rate of 1 would drop
+# everything (and divide by zero keeping the expected value), so at least 0 and below 1.
+_RATES = frozenset({"drop_rate", "drop_path_rate"})
 
 
 class RegistryError(ValueError):
@@ -54,6 +57,9 @@ class ModelSpec:
     in_channels_arg: str = "in_ch"
     # The closed sets of string arguments of this class (beside the shared ``_CHOICES``).
     choices: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # Arguments someone may expect (timm's namesakes elsewhere take them) that this class
+    # lacks, as timm's does, with the reason the refusal gives.
+    lacks: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def flax_cls(self) -> type[nn.Module]:
@@ -76,6 +82,10 @@ class ModelSpec:
 _TINY = ("seres_jax.models:SEResNetTiny", "seres_torch.models:SEResNetTiny")
 _ZOO = ("seres_jax.resnet:SEResNet", "seres_torch.resnet:SEResNet")
 _LEGACY = ("seres_jax.senet:SENet", "seres_torch.senet:SENet")
+_NO_DROP_PATH = {
+    "drop_path_rate": "timm's legacy SENet has no stochastic depth (timm.create_model refuses "
+    "it too); its regulariser is drop_rate"
+}
 MODELS: dict[str, ModelSpec] = {
     "seresnet_tiny": ModelSpec(*_TINY, {}, "the notebook's CIFAR-sized SE-ResNet, post-activation"),
     "seresnet_tiny_preact": ModelSpec(
@@ -92,6 +102,7 @@ MODELS: dict[str, ModelSpec] = {
             f"timm's {name} (the SENet authors')",
             "in_chans",
             {"block": tuple(LEGACY_BLOCKS)},
+            _NO_DROP_PATH,
         )
         for name, defaults in LEGACY_ZOO.items()
     },
@@ -163,6 +174,9 @@ def model_config(arch: str, **overrides: Any) -> tuple[ModelSpec, dict[str, Any]
     spec = MODELS[name]
     arguments = spec.arguments()
     unknown = sorted((set(from_string) | set(overrides)) - set(arguments))
+    for key in unknown:
+        if key in spec.lacks:
+            raise RegistryError(f"{name} has no argument {key}: {spec.lacks[key]}")
     if unknown:
         raise RegistryError(
             f"{name} has no argument(s) {', '.join(unknown)}; valid: {', '.join(arguments)}"
@@ -192,6 +206,8 @@ def _check_argument(
     elif isinstance(default, float):
         if not isinstance(value, int | float) or isinstance(value, bool):
             raise RegistryError(f"{key} must be a number, got {value!r}")
+        if key in _RATES and not 0 <= value < 1:
+            raise RegistryError(f"{key} must be a rate in [0, 1), got {value!r}")
     elif isinstance(default, tuple | list) and all(isinstance(d, int) for d in default):
         if not isinstance(value, tuple) or len(value) != len(default) or min(value) < 1:
             example = "-".join(map(str, default))

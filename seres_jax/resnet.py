@@ -12,6 +12,11 @@ Convolutions are ``layers.conv2d`` with timm's initialisation; ``attn`` names an
 The one signature difference from PyTorch: a block there receives its ``downsample`` module,
 here it builds it (``self.downsample``, timm's keys) from ``project: bool``, ``avg_down`` and
 ``down_kernel_size``.
+
+Stochastic depth (``drop_path_rate``: a ``layers.DropPath`` on each block's branch after the
+attention, before the add, at the rate ``drop_path_rates`` gives the block) and dropout before
+``fc`` (``drop_rate``) are timm's, 0 by default; in train mode they draw their masks from the
+``"dropout"`` RNG stream: ``apply(..., train=True, rngs={"dropout": key})``.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import jax.numpy as jnp
 from .layers import (
     HE_NORMAL,
     BatchNorm,
+    DropPath,
     Dtype,
     SEModule,
     conv2d,
@@ -49,6 +55,7 @@ __all__ = [
     "anti_alias",
     "avg_pool_ceil",
     "create_model",
+    "drop_path_rates",
     "make_divisible",
     "max_pool_stem",
 ]
@@ -199,6 +206,13 @@ def anti_alias(aa_layer: str | None, stride: int = 2) -> Callable[[jax.Array], j
                    padding=((0, 0), (0, 0)))  # fmt: skip
 
 
+def drop_path_rates(drop_path_rate: float, layers: Sequence[int]) -> list[float]:
+    """Each block's stochastic-depth rate, in order (mirror of
+    ``seres_torch.resnet.drop_path_rates``): timm's ``drop_path_rate * i / (n - 1)``."""
+    n = sum(layers)
+    return [drop_path_rate * i / max(n - 1, 1) for i in range(n)]
+
+
 def _attention(attn: str | None, channels: int, unpruned: int, **dt: Any) -> nn.Module | None:
     # timm prunes a block's convolutions, not its attention module: ECA keeps the kernel size
     # of the unpruned width (the same size whenever the block is not pruned).
@@ -224,12 +238,15 @@ class _Block(nn.Module):
     avg_down: bool = False
     down_kernel_size: int = 1
     zero_init_last: bool = True
+    drop_path: float = 0.0  # the branch's stochastic-depth rate
     dtype: Dtype = None
     param_dtype: Dtype = jnp.float32
 
     def _common(self, outplanes: int) -> None:
         dt = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         self.se = _attention(self.attn, outplanes, self.planes * self.expansion, **dt)
+        # As timm (and seres_torch's ``drop_path`` attribute): no module at rate 0.
+        self.drop_path_layer = DropPath(self.drop_path) if self.drop_path > 0.0 else None
         self.aa = anti_alias(self.aa_layer, self.stride)
         self.downsample: list[Any] | None
         if not self.project:
@@ -250,6 +267,8 @@ class _Block(nn.Module):
     def _finish(self, y: jax.Array, x: jax.Array, train: bool) -> jax.Array:
         if self.se is not None:
             y = self.se(y)
+        if self.drop_path_layer is not None:
+            y = self.drop_path_layer(y, train)
         shortcut = x
         for layer in self.downsample or ():
             shortcut = layer(shortcut, train) if isinstance(layer, BatchNorm) else layer(shortcut)
@@ -261,8 +280,9 @@ class _Block(nn.Module):
 
 
 class BasicBlock(_Block):
-    """conv3×3(stride)-BN-ReLU(-anti-alias) → conv3×3-BN → attention → + shortcut → ReLU;
-    ``widths``: ``conv1``'s and ``conv2``'s (see ``seres_torch.resnet.BasicBlock``)."""
+    """conv3×3(stride)-BN-ReLU(-anti-alias) → conv3×3-BN → attention → drop path → + shortcut
+    → ReLU; ``widths``: ``conv1``'s and ``conv2``'s, ``drop_path``: the branch's rate (its
+    ``DropPath`` is ``drop_path_layer``; see ``seres_torch.resnet.BasicBlock``)."""
 
     expansion = 1
 
@@ -284,8 +304,8 @@ class BasicBlock(_Block):
 
 class Bottleneck(_Block):
     """1×1-BN-ReLU → grouped 3×3(stride)-BN-ReLU(-anti-alias) → 1×1-BN → attention →
-    + shortcut → ReLU; ``widths``: ``conv1``'s, ``conv2``'s and ``conv3``'s (see
-    ``seres_torch.resnet.Bottleneck``)."""
+    drop path → + shortcut → ReLU; ``widths``: ``conv1``'s, ``conv2``'s and ``conv3``'s,
+    ``drop_path`` as in ``BasicBlock`` (see ``seres_torch.resnet.Bottleneck``)."""
 
     expansion = 4
 
@@ -353,6 +373,8 @@ class SEResNet(nn.Module):
     channels: Sequence[int] = (64, 128, 256, 512)
     block_widths: Sequence[Sequence[int]] | None = None
     zero_init_last: bool = True
+    drop_rate: float = 0.0
+    drop_path_rate: float = 0.0
     dtype: Dtype = None
     param_dtype: Dtype = jnp.float32
 
@@ -375,6 +397,7 @@ class SEResNet(nn.Module):
         # With anti-aliasing timm replaces the max-pool by the 2×2/2 average pool.
         self.maxpool = anti_alias(self.aa_layer) if self.aa_layer else max_pool_stem
         widths = iter(_block_widths(self.block_widths, self.layers))
+        rates = iter(drop_path_rates(self.drop_path_rate, self.layers))
         stages = []
         for index, (planes, repeats) in enumerate(zip(self.channels, self.layers, strict=True)):
             stride = 1 if index == 0 else 2
@@ -400,12 +423,14 @@ class SEResNet(nn.Module):
                         avg_down=self.avg_down,
                         down_kernel_size=self.down_kernel_size,
                         zero_init_last=self.zero_init_last,
+                        drop_path=next(rates),
                         **dt,
                     )
                 )
                 inplanes = block_width[-1] if block_width else outplanes
             stages.append(blocks)
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
+        self.dropout = nn.Dropout(self.drop_rate)  # the identity at rate 0: no RNG needed
         init = torch_uniform(inplanes)
         self.fc = nn.Dense(self.num_classes, kernel_init=init, bias_init=init, **dt)
 
@@ -415,7 +440,8 @@ class SEResNet(nn.Module):
         x = self.maxpool(nn.relu(self.bn1(x, train)))
         for block in (*self.layer1, *self.layer2, *self.layer3, *self.layer4):
             x = block(x, train)
-        return self.fc(jnp.mean(x, axis=(1, 2), dtype=jnp.float32).astype(x.dtype))
+        x = jnp.mean(x, axis=(1, 2), dtype=jnp.float32).astype(x.dtype)
+        return self.fc(self.dropout(x, deterministic=not train))
 
 
 def create_model(name: str, **overrides: Any) -> SEResNet:

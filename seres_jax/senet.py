@@ -11,6 +11,7 @@ As in ``seres_jax.resnet``, a block builds its ``downsample`` from ``project`` (
 shortcut convolution's ``downsample_kernel_size`` and ``downsample_padding``) where the PyTorch
 block receives the module. Dropout before ``last_linear`` (``drop_rate``, timm's 0.2) draws from
 the ``"dropout"`` RNG stream in train mode: ``apply(..., train=True, rngs={"dropout": key})``.
+As in timm, there is no stochastic depth (no ``drop_path_rate``).
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """PyTorch layers of both families: the attention vocabulary (``SEBlock``, ``SEModule``,
-``ECABlock``, ``create_attn``), ``ConvBNAct`` and the sizing rules they share.
+``ECABlock``, ``create_attn``), ``ConvBNAct``, stochastic depth (``DropPath``) and the sizing
+rules they share.
 
 The notebook's definitions (``../shared/seed/se_residual_notebook.txt``) with PEP 8 names, and
 timm's ``SEModule`` / ``EcaModule``. Attribute names and registration order are part of the
@@ -165,3 +166,37 @@ def create_attn(
         raise ValueError(f"unknown attention {attn!r}; expected one of {ATTENTIONS} or None")
     layer = se_layer if attn == "se" else ATTENTION_LAYERS[attn]
     return layer(channels, **kwargs)
+
+
+def drop_path(
+    x: torch.Tensor, drop_prob: float = 0.0, training: bool = False, scale_by_keep: bool = True
+) -> torch.Tensor:
+    """timm's ``drop_path`` (stochastic depth): in training, each sample's ``x`` (a residual
+    branch) is zeroed with probability ``drop_prob``, one Bernoulli draw per sample (a mask of
+    shape ``(B, 1, ..., 1)`` in ``x``'s dtype), and the kept ones are scaled by
+    ``1 / (1 - drop_prob)`` (``scale_by_keep``), so the expected value is ``x``. The identity
+    in eval mode and at rate 0."""
+    if drop_prob == 0.0 or not training:
+        return x
+    keep_prob = 1 - drop_prob
+    shape = (x.shape[0],) + (1,) * (x.ndim - 1)
+    random_tensor = x.new_empty(shape).bernoulli_(keep_prob)
+    if keep_prob > 0.0 and scale_by_keep:
+        random_tensor.div_(keep_prob)
+    return x * random_tensor
+
+
+class DropPath(nn.Module):
+    """timm's ``DropPath``: ``drop_path`` in the module's training mode. No parameters, no
+    buffers: a model with it has the ``state_dict`` of one without."""
+
+    def __init__(self, drop_prob: float = 0.0, scale_by_keep: bool = True) -> None:
+        super().__init__()
+        self.drop_prob = drop_prob
+        self.scale_by_keep = scale_by_keep
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return drop_path(x, self.drop_prob, self.training, self.scale_by_keep)
+
+    def extra_repr(self) -> str:
+        return f"drop_prob={round(self.drop_prob, 3):0.3f}"

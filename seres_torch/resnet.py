@@ -13,6 +13,12 @@ Key names (``conv1``, ``bn1``, ``layerN.i.conv1``, ``layerN.i.se.fc1``/``fc2``,
 a 3×3/2 max-pool with padding 1 after the stem, attention after the block's last BatchNorm and
 before the residual add (``attn`` names any attention of ``layers.create_attn``: ``"se"`` is
 timm's ``SEModule``, ``"eca"`` its ``EcaModule``).
+
+Regularisation as timm's, off by default: stochastic depth (``drop_path_rate``, a ``DropPath``
+on each block's residual branch after the attention and before the add, its rate rising
+linearly over the whole network by ``drop_path_rates``) and dropout before ``fc``
+(``drop_rate``, timm's ``F.dropout`` in ``forward_head``). Neither adds a parameter or a
+``state_dict`` key.
 """
 
 from __future__ import annotations
@@ -21,9 +27,17 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from .layers import SEModule, check_widths, create_attn, eca_kernel_size, make_divisible
+from .layers import (
+    DropPath,
+    SEModule,
+    check_widths,
+    create_attn,
+    eca_kernel_size,
+    make_divisible,
+)
 
 # SEModule and make_divisible lived here before the attention vocabulary moved to layers.
 __all__ = [
@@ -37,6 +51,7 @@ __all__ = [
     "SEResNet",
     "anti_alias",
     "create_model",
+    "drop_path_rates",
     "make_divisible",
 ]
 
@@ -80,20 +95,40 @@ def _attention(attn: str | None, channels: int, unpruned: int) -> nn.Module | No
     return create_attn(attn, channels, **kwargs)
 
 
+def drop_path_rates(drop_path_rate: float, layers: Sequence[int]) -> list[float]:
+    """Each block's stochastic-depth rate, in order: timm's linear decay rule over the whole
+    network, ``drop_path_rate * i / (n - 1)`` for block ``i`` of ``n``: 0 for the first,
+    ``drop_path_rate`` for the last, to the rounding of timm's order of operations (which the
+    rates keep bit for bit: 0.1 over four blocks ends on 0.30000000000000004 / 3)."""
+    n = sum(layers)
+    return [drop_path_rate * i / max(n - 1, 1) for i in range(n)]
+
+
+def _drop_path(rate: float) -> DropPath | None:
+    # As timm: no module at all where a block's rate is 0 (the first block's always is).
+    return DropPath(rate) if rate > 0.0 else None
+
+
 def _attend_and_add(
     block: BasicBlock | Bottleneck, y: torch.Tensor, x: torch.Tensor
 ) -> torch.Tensor:
-    """A residual branch's end: attention (if any), then the shortcut (projected if needed)."""
+    """A residual branch's end: attention (if any), stochastic depth (if any), then the
+    shortcut (projected if needed)."""
     if block.se is not None:
         y = block.se(y)
+    if block.drop_path is not None:
+        y = block.drop_path(y)
     return y + (x if block.downsample is None else block.downsample(x))
 
 
 class BasicBlock(nn.Module):
-    """conv3×3(stride)-BN-ReLU(-anti-alias) → conv3×3-BN → attention → + shortcut → ReLU.
+    """conv3×3(stride)-BN-ReLU(-anti-alias) → conv3×3-BN → attention → drop path → + shortcut
+    → ReLU.
 
     ``widths``: the output widths of ``conv1`` and ``conv2`` (a pruned block's); by default
-    ``planes // reduce_first`` and ``planes``."""
+    ``planes // reduce_first`` and ``planes``. ``drop_path``: the branch's stochastic-depth
+    rate (timm passes the ``DropPath`` module; the ``drop_path`` attribute is that module, or
+    ``None`` at rate 0 as in timm)."""
 
     expansion = 1
 
@@ -109,6 +144,7 @@ class BasicBlock(nn.Module):
         reduce_first: int = 1,
         aa_layer: str | None = None,
         widths: Sequence[int] | None = None,
+        drop_path: float = 0.0,
     ) -> None:
         super().__init__()
         if cardinality != 1 or base_width != 64:
@@ -124,6 +160,7 @@ class BasicBlock(nn.Module):
         self.se = _attention(attn, out, planes * self.expansion)
         self.act2 = nn.ReLU(inplace=True)
         self.downsample = downsample
+        self.drop_path = _drop_path(drop_path)
 
     def last_bn(self) -> nn.BatchNorm2d:
         return self.bn2
@@ -135,11 +172,12 @@ class BasicBlock(nn.Module):
 
 class Bottleneck(nn.Module):
     """1×1-BN-ReLU → grouped 3×3(stride)-BN-ReLU(-anti-alias) → 1×1-BN → attention →
-    + shortcut → ReLU.
+    drop path → + shortcut → ReLU.
 
     ``widths``: the output widths of ``conv1``, ``conv2`` and ``conv3`` (a pruned block's); by
     default ``width // reduce_first``, ``width`` and ``4 * planes`` with
-    ``width = floor(planes * base_width / 64) * cardinality``."""
+    ``width = floor(planes * base_width / 64) * cardinality``. ``drop_path`` as in
+    ``BasicBlock``."""
 
     expansion = 4
 
@@ -155,6 +193,7 @@ class Bottleneck(nn.Module):
         reduce_first: int = 1,
         aa_layer: str | None = None,
         widths: Sequence[int] | None = None,
+        drop_path: float = 0.0,
     ) -> None:
         super().__init__()
         width = int(planes * (base_width / 64)) * cardinality
@@ -174,6 +213,7 @@ class Bottleneck(nn.Module):
         self.se = _attention(attn, outplanes, planes * self.expansion)
         self.act3 = nn.ReLU(inplace=True)
         self.downsample = downsample
+        self.drop_path = _drop_path(drop_path)
 
     def last_bn(self) -> nn.BatchNorm2d:
         return self.bn3
@@ -220,7 +260,10 @@ class SEResNet(nn.Module):
     ``avg_down``, ``aa_layer``), with ``attn`` for its ``block_args=dict(attn_layer=...)`` and
     ``block_widths`` for the channel counts its pruned models read from
     ``timm/models/_pruned/*.txt``: one tuple per block, in order, of its convolutions' output
-    widths (the last one is the stage's width, shared by all its blocks)."""
+    widths (the last one is the stage's width, shared by all its blocks).
+
+    ``drop_rate`` (dropout before ``fc``) and ``drop_path_rate`` (stochastic depth, per block by
+    ``drop_path_rates``) are timm's regularisers, 0 by default as in timm."""
 
     def __init__(
         self,
@@ -240,8 +283,11 @@ class SEResNet(nn.Module):
         channels: Sequence[int] = (64, 128, 256, 512),
         block_widths: Sequence[Sequence[int]] | None = None,
         zero_init_last: bool = True,
+        drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
     ) -> None:
         super().__init__()
+        self.drop_rate = drop_rate
         block_cls = BLOCKS[block]
         stem = _stem_widths(stem_type, stem_width)
         inplanes = stem[2] if stem_type else 64  # timm ignores stem_width for the 7×7 stem
@@ -262,6 +308,7 @@ class SEResNet(nn.Module):
         # With anti-aliasing timm replaces the max-pool by the 2×2/2 average pool.
         self.maxpool = anti_alias(aa_layer) if aa_layer else nn.MaxPool2d(3, stride=2, padding=1)
         widths = iter(_block_widths(block_widths, layers))
+        rates = iter(drop_path_rates(drop_path_rate, layers))
         stages = []
         for index, (planes, repeats) in enumerate(zip(channels, layers, strict=True)):
             stride = 1 if index == 0 else 2
@@ -288,6 +335,7 @@ class SEResNet(nn.Module):
                         reduce_first=block_reduce_first,
                         aa_layer=aa_layer,
                         widths=block_width,
+                        drop_path=next(rates),
                     )
                 )
                 inplanes = width
@@ -310,7 +358,10 @@ class SEResNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.act1(self.bn1(self.conv1(x))))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return self.fc(x.mean((2, 3)))
+        x = x.mean((2, 3))
+        if self.drop_rate:
+            x = F.dropout(x, p=float(self.drop_rate), training=self.training)
+        return self.fc(x)
 
 
 # timm's deep stems with average-pool shortcuts: the "d" and "t" (tiered) models.

@@ -14,7 +14,9 @@ shapes, parameter counts and function, which differ from timm's ResNet family
   keys ``fc1``/``fc2`` as in timm's ``SEModule``);
 * SENet-154 projects the shortcut of ``layer2``..``layer4`` with a 3×3 convolution
   (``downsample_kernel_size=3``, ``downsample_padding=1``);
-* dropout (``drop_rate``, timm's default 0.2 for all of them) before ``last_linear``.
+* dropout (``drop_rate``, timm's default 0.2 for all of them) before ``last_linear``, and no
+  stochastic depth: timm's ``SENet`` takes no ``drop_path_rate`` (``timm.create_model(
+  "legacy_seresnet18", drop_path_rate=0.1)`` is a ``TypeError``), and neither does this one.
 
 Constructor arguments follow timm's ``SENet`` (``inplanes``, ``input_3x3``, ``reduction``,
 ``downsample_kernel_size``, ``downsample_padding``, ``drop_rate``) except ``cardinality`` (timm:
