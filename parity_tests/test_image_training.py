@@ -1,7 +1,9 @@
 """The zoo trained end to end on image files: ``seres train`` on an image folder of real
-photographs (grain workers, RandomResizedCrop, colour jitter, mixup and cutmix), killed and
-resumed to the uninterrupted run's weights bit for bit, ``seres eval --torch``, the export;
-8 devices against 1 on an image folder; bad image data as one error line."""
+photographs (grain workers, RandomResizedCrop, colour jitter, mixup and cutmix) with timm's
+recipe pieces all on (LAMB, BCE, stochastic depth, model EMA, gradient clipping and
+accumulation), killed mid-epoch and resumed to the uninterrupted run's weights bit for bit,
+``seres eval --torch``, the export; 8 devices against 1 on an image folder with the same
+recipe; bad image data as one error line."""
 
 from __future__ import annotations
 
@@ -27,6 +29,12 @@ from seres_jax.train import read_metrics
 ARCH = "seresnet18:channels=8-16-32-64,layers=1-1-1-1"
 
 
+# timm's recipe pieces, each on: LAMB, BCE on the mixed targets, stochastic depth, the model
+# EMA with warmup, clipping and 2 micro-batches an update.
+RECIPE = ["--opt", "lamb", "--lr", "0.01", "--bce-loss", "--drop-path", "0.1", "--model-ema",
+          "--model-ema-warmup", "--clip-grad", "1.0", "--grad-accum-steps", "2"]  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # 3 classes: 24 training images (3 steps an epoch at batch 8), 12 validation images.
@@ -39,7 +47,7 @@ def _train_argv(folder: Path) -> list[str]:
             "--image-size", "32", "--batch-size", "8", "--epochs", "2", "--workers", "2",
             "--color-jitter", "0.4", "--mixup", "0.2", "--cutmix", "1.0",
             "--label-smoothing", "0.1", "--checkpoint-every", "2", "--log-every", "1",
-            "--no-progress"]  # fmt: skip
+            "--no-progress", *RECIPE]  # fmt: skip
 
 
 @pytest.mark.skipif(not HAVE_TORCH, reason="seres eval --torch and the export need PyTorch")
@@ -59,10 +67,13 @@ def test_zoo_model_on_an_image_folder_killed_resumed_evaluated_exported(folder, 
     assert (killed / "checkpoints" / "4" / "data").is_dir()  # the grain iterator's position
     assert main([*argv, "--workdir", str(killed), "--resume"]) == 0
 
-    # The same samples and augmentation draws (crops, flips, jitter, mixup): the same weights.
+    # The same samples and augmentation draws (crops, flips, jitter, mixup, drop-path masks):
+    # the same weights, optimizer state and EMA.
     a = load_checkpoint(straight / "checkpoints").to_variables()
     b = load_checkpoint(killed / "checkpoints").to_variables()
     jax.tree.map(np.testing.assert_array_equal, a, b)
+    ema = {"ema_val_loss", "ema_val_acc"}
+    assert all(ema <= r.keys() for r in read_metrics(killed))
     drop = {"elapsed_s"}
     assert [{k: v for k, v in r.items() if k not in drop} for r in read_metrics(straight)] == [
         {k: v for k, v in r.items() if k not in drop} for r in read_metrics(killed)
@@ -98,10 +109,14 @@ EIGHT_VS_ONE = textwrap.dedent(
     from seres_jax.registry import build_flax
     from seres_jax.train import TrainConfig, fit, make_mesh, run_arch
 
-    root = make_image_folder(Path(tempfile.mkdtemp()), classes=3, per_class=8, val_per_class=4)
+    root = make_image_folder(Path(tempfile.mkdtemp()), classes=3, per_class=16,
+                             val_per_class=4)
+    # Batch 16: 8 devices x 2 micro-batches of timm's recipe.
     config = TrainConfig(model=sys.argv[1], dataset="imagefolder", data_dir=str(root),
-                         image_size=32, batch_size=8, epochs=2, lr=0.02, color_jitter=0.4,
-                         mixup=0.2, cutmix=1.0, log_every=1)
+                         image_size=32, batch_size=16, epochs=2, lr=0.01, color_jitter=0.4,
+                         mixup=0.2, cutmix=1.0, log_every=1, optimizer="lamb", bce_loss=True,
+                         drop_path=0.1, model_ema=True, model_ema_warmup=True, clip_grad=1.0,
+                         grad_accum_steps=2)
     splits = load_dataset("imagefolder", root, 0, config.data_options())
     model = build_flax(run_arch(config, 3, splits.num_classes))
     runs = {}
@@ -109,7 +124,7 @@ EIGHT_VS_ONE = textwrap.dedent(
         losses = []
         result = fit(model, splits, config, mesh=make_mesh(jax.devices()[:n]),
                      on_log=lambda r: losses.append(r["loss"]) if r["kind"] == "progress" else 0)
-        runs[n] = (jax.device_get(result.state.params), losses)
+        runs[n] = (jax.device_get((result.state.params, result.state.ema)), losses)
     errors = jax.tree.leaves(jax.tree.map(relative_error, runs[8][0], runs[1][0]))
     print(json.dumps({"devices": jax.device_count(), "param_err": max(errors),
                       "loss_err": max(abs(a - b) / abs(b) for a, b in zip(runs[8][1], runs[1][1])),

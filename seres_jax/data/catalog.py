@@ -105,8 +105,8 @@ def _image_splits(
         else eval_transform
     )
     if options.val_config is not None:
-        val = options.val_config
-        eval_transform = EvalTransform(val.input_size, val.crop_pct, val.interpolation)
+        at = options.val_config
+        eval_transform = EvalTransform(at.input_size, at.crop_pct, at.interpolation)
     return Splits(
         name=name, train=train, val=val, num_classes=len(train.classes),
         image_shape=(size, size, 3), train_transform=train_transform,

@@ -244,7 +244,7 @@ class TrainConfig:
             self.val_image_size or self.image_size,
             self.val_crop_pct or self.crop_pct,
             self.interpolation,
-            use_test_size=val_at_test_size,
+            use_test_size=val_at_test_size and self.image_size is None and self.crop_pct is None,
         )
         return DataOptions(
             augment=self.augments,
