@@ -122,6 +122,8 @@ def test_resume_continues_the_same_trajectory(tmp_path):
         (["--model-ema-decay", "1.5"], "model_ema_decay must be in [0, 1]"),
         (["--drop-path", "0.1"], "seresnet_tiny has no drop_path_rate"),
         (["--batch-size", "30", "--grad-accum-steps", "4"], "not divisible by the 1 devices x 4"),
+        (["--sched", "cosine", "--warmup-epochs", "40"], "sched cosine: warmup_epochs=40"),
+        (["--sched", "step", "--lr-base", "-1"], "lr_base must be a finite number > 0"),
         (["--export", "model.pt"], "--export must name a .safetensors file"),
         (["--batch-size", "5000"], "exceeds the 1438 training images"),
     ],

@@ -71,7 +71,23 @@ def add_arguments(sub: Subcommands) -> None:
     )
     p.add_argument("--clip-grad", type=float, help="clip gradients at this value (default: off)")
     p.add_argument("--clip-mode", default=d.clip_mode, help=f"one of {', '.join(CLIP_MODES)}")
-    p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate")
+    p.add_argument(
+        "--lr",
+        type=float,
+        help=f"peak learning rate (default: {d.lr}, or from --lr-base; timm's "
+        "default is --lr-base 0.1 scaled with the batch)",
+    )
+    p.add_argument(
+        "--lr-base",
+        type=float,
+        help="without --lr: lr = lr-base x batch / lr-base-size (timm's rule)",
+    )
+    p.add_argument("--lr-base-size", type=int, default=d.lr_base_size)
+    p.add_argument(
+        "--lr-base-scale",
+        choices=("linear", "sqrt"),
+        help="default: sqrt for adam*/lamb, linear otherwise (timm's)",
+    )
     p.add_argument("--momentum", type=float, default=d.momentum)
     p.add_argument("--no-nesterov", dest="nesterov", action="store_false")
     p.add_argument(
@@ -87,7 +103,13 @@ def add_arguments(sub: Subcommands) -> None:
         help="decay biases and BatchNorm parameters too (PyTorch's default)",
     )
     p.add_argument("--schedule", default=d.schedule, help=f"one of {', '.join(SCHEDULE_NAMES)}")
-    p.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs)
+    p.add_argument(
+        "--warmup-epochs",
+        type=float,
+        default=d.warmup_epochs,
+        help=f"default {d.warmup_epochs} (timm's: 5)",
+    )
+    _add_sched_arguments(p, d)
     p.add_argument(
         "--smoothing",
         "--label-smoothing",
@@ -160,6 +182,49 @@ def add_arguments(sub: Subcommands) -> None:
     )
     p.add_argument("--no-progress", dest="progress", action="store_false")
     _add_compile_cache(p)
+
+
+def _add_sched_arguments(p: argparse.ArgumentParser, d: Any) -> None:
+    """timm's scheduler and its options (its names and defaults)."""
+    from seres_jax.train.config import TIMM_SCHEDULES
+
+    p.add_argument(
+        "--sched",
+        choices=TIMM_SCHEDULES,
+        help="timm's scheduler, stepped per epoch (replaces --schedule; timm's default: cosine)",
+    )
+    p.add_argument(
+        "--sched-on-updates",
+        action="store_true",
+        help="step --sched after every update instead of every epoch",
+    )
+    p.add_argument("--warmup-lr", type=float, default=d.warmup_lr)
+    p.add_argument("--min-lr", type=float, default=d.min_lr)
+    p.add_argument(
+        "--warmup-prefix",
+        action="store_true",
+        help="warm up before the schedule's epochs, not within them",
+    )
+    p.add_argument(
+        "--cooldown-epochs",
+        type=_int_at_least(0),
+        default=d.cooldown_epochs,
+        help="epochs at --min-lr after a cyclic schedule (added to --epochs)",
+    )
+    p.add_argument("--decay-epochs", type=float, default=d.decay_epochs)
+    p.add_argument("--decay-rate", "--dr", type=float, default=d.decay_rate)
+    p.add_argument("--decay-milestones", type=int, nargs="+", default=list(d.decay_milestones))
+    p.add_argument("--lr-cycle-mul", type=float, default=d.lr_cycle_mul)
+    p.add_argument("--lr-cycle-decay", type=float, default=d.lr_cycle_decay)
+    p.add_argument("--lr-cycle-limit", type=_int_at_least(1), default=d.lr_cycle_limit)
+    p.add_argument("--lr-k-decay", type=float, default=d.lr_k_decay)
+    p.add_argument("--patience-epochs", type=_int_at_least(0), default=d.patience_epochs)
+    p.add_argument(
+        "--eval-metric",
+        choices=("top1", "top5", "loss"),
+        default=d.eval_metric,
+        help="what --sched plateau watches (the EMA's with --model-ema)",
+    )
 
 
 def _add_regularisation_arguments(p: argparse.ArgumentParser, d: Any) -> None:
@@ -237,6 +302,9 @@ def run(args: argparse.Namespace) -> int:
     fields = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
     if fields["opt_betas"] is not None:
         fields["opt_betas"] = tuple(fields["opt_betas"])
+    fields["decay_milestones"] = tuple(fields["decay_milestones"])
+    if fields["lr"] is None and fields["lr_base"] is None:
+        fields["lr"] = TrainConfig.lr  # seres' default; timm's is --lr-base 0.1, scaled
     config = TrainConfig(**fields)
     parse_arch(args.model)  # validates the name before the data is loaded
     mesh = make_mesh()

@@ -447,8 +447,8 @@ class _RMSpropTFState(NamedTuple):
 
 def _check_range(name: str, value: Any, low: float = 0.0, high: float | None = None) -> None:
     """Raise ``ValueError`` unless ``low <= value`` (and ``value < high``); a schedule (a
-    callable) is not checked."""
-    if callable(value):
+    callable) is not checked, nor a traced value (``optax.inject_hyperparams``' lr)."""
+    if callable(value) or isinstance(value, jax.core.Tracer):
         return
     try:
         number = float(value)
@@ -981,7 +981,7 @@ class Recipe(Protocol):
     @property
     def optimizer(self) -> str: ...  # one of TIMM_OPTIMIZER_NAMES
     @property
-    def lr(self) -> float: ...
+    def lr(self) -> float | None: ...  # None: not resolved yet (see TrainConfig.resolved)
     @property
     def momentum(self) -> float: ...
     @property
@@ -1006,6 +1006,8 @@ class Recipe(Protocol):
 
 def recipe_schedule(recipe: Recipe, total_steps: int, steps_per_epoch: int) -> optax.Schedule:
     """The learning-rate schedule of ``recipe`` over ``total_steps`` optimizer steps."""
+    if recipe.lr is None:
+        raise ValueError("the recipe's lr is not resolved (e.g. from lr_base)")
     kwargs: dict[str, Any] = {
         "cosine": {
             "base_lr": recipe.lr,

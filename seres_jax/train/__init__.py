@@ -5,7 +5,7 @@ Every public name is importable from here. The modules, each importing only thos
 * ``errors``: ``TrainingError``, ``DivergenceError``.
 * ``config``: ``TrainConfig`` (the whole run), ``RunSteps``, ``run_arch``, ``PRECISIONS``,
   ``RESUMABLE_CHANGES``; mixed precision.
-* ``state``: ``TrainState``, ``init_variables``.
+* ``state``: ``TrainState`` (with the model EMA), ``init_variables``.
 * ``steps``: ``train_step``, ``eval_step``, ``StepOptions``, ``make_mesh``, ``compile_steps``
   (``CompiledSteps``); data parallelism.
 * ``workdir``: the work directory's files (``RUN_FILES``), when a run may use it, and
@@ -13,14 +13,22 @@ Every public name is importable from here. The modules, each importing only thos
 * ``metrics``: ``metrics.jsonl`` (``read_metrics``).
 * ``checkpoints``: orbax checkpoints of the state, the epoch's sums and the data position.
 * ``loop``: ``fit`` (``TrainResult``), ``evaluate``, ``evaluate_variables``,
-  ``initialize_distributed``; the data stream, divergence.
+  ``initialize_distributed``, ``set_learning_rate`` (timm's plateau scheduler); the data
+  stream, divergence.
 """
 
 from __future__ import annotations
 
 from .config import PRECISIONS, RESUMABLE_CHANGES, RunSteps, TrainConfig, run_arch
 from .errors import DivergenceError, TrainingError
-from .loop import TrainResult, evaluate, evaluate_variables, fit, initialize_distributed
+from .loop import (
+    TrainResult,
+    evaluate,
+    evaluate_variables,
+    fit,
+    initialize_distributed,
+    set_learning_rate,
+)
 from .metrics import read_metrics
 from .state import TrainState, init_variables
 from .steps import (
@@ -69,5 +77,6 @@ __all__ = [
     "make_mesh",
     "read_metrics",
     "run_arch",
+    "set_learning_rate",
     "train_step",
 ]

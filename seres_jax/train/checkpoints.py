@@ -100,11 +100,21 @@ class _Checkpoints:
     def latest(self) -> int | None:
         return self.manager.latest_step()
 
-    def save(self, state: TrainState, epoch_totals: np.ndarray, data: Any, data_from: int) -> None:
-        """The state, the epoch's sums and ``data``, the grain iterator's position in the
-        stream of batches from step ``data_from`` on."""
+    def save(
+        self,
+        state: TrainState,
+        epoch_totals: np.ndarray,
+        data: Any,
+        data_from: int,
+        scheduler: dict[str, Any] | None = None,
+    ) -> None:
+        """The state, the epoch's sums, ``data``, the grain iterator's position in the
+        stream of batches from step ``data_from`` on, and a host-side scheduler's state
+        (timm's plateau scheduler)."""
         args = self._ocp.args
         sums = {"totals": [float(t) for t in epoch_totals], "data_from": data_from}
+        if scheduler is not None:
+            sums["scheduler"] = scheduler
         self.manager.save(
             int(jax.device_get(state.step)),
             args=args.Composite(
@@ -130,10 +140,12 @@ class _Checkpoints:
             return False
         return True
 
-    def restore(self, template: TrainState) -> tuple[TrainState, np.ndarray | None, int] | None:
+    def restore(
+        self, template: TrainState
+    ) -> tuple[TrainState, np.ndarray | None, int, dict[str, Any] | None] | None:
         """The newest readable checkpoint's state, epoch sums (``None`` in a checkpoint of an
-        earlier seres, which saved the state alone) and the step its data iterator started
-        from; ``None`` if there is none.
+        earlier seres, which saved the state alone), the step its data iterator started
+        from and the scheduler state saved with it (or ``None``); ``None`` if there is none.
 
         Unreadable newer checkpoints are set aside, with a warning: the run goes on from an
         older one and writes those steps again. One of another model is a ``TrainingError``,
@@ -160,12 +172,13 @@ class _Checkpoints:
                 epoch = restored["epoch"] if has_sums else {}
                 totals = np.array(epoch["totals"], np.float64).reshape(3) if has_sums else None
                 data_from = int(epoch.get("data_from", 0))
+                scheduler = epoch.get("scheduler")
             except Exception as err:
                 unreadable.append((step, _reason(err)))
                 continue
             if unreadable:
                 self._set_aside(unreadable, resumed_from=step)
-            return restored["default"], totals, data_from
+            return restored["default"], totals, data_from, scheduler
         if unreadable:
             step, reason = unreadable[0]
             raise TrainingError(

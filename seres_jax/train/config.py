@@ -13,8 +13,9 @@ may change (``RESUMABLE_CHANGES``).
 
 from __future__ import annotations
 
+import functools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import jax.numpy as jnp
 import optax
@@ -24,9 +25,14 @@ from ..data.catalog import DATASETS, DataOptions
 from ..data.images import INTERPOLATIONS
 from ..ema import EmaConfig
 from ..optim import CLIP_MODES, SCHEDULE_NAMES, TIMM_OPTIMIZER_NAMES
+from ..scheduler import LRSchedule, create_scheduler, scale_lr
 from .errors import TrainingError
 
 PRECISIONS = {"fp32": None, "bf16": jnp.bfloat16}
+# timm's schedulers seres train steps.
+TIMM_SCHEDULES = ("cosine", "tanh", "poly", "step", "multistep", "constant", "plateau")
+# timm's --eval-metric: what the plateau scheduler watches (the EMA's, with an EMA).
+EVAL_METRICS = {"top1": "val_acc", "top5": "val_acc5", "loss": "val_loss"}
 # The optimizers whose momentum (or beta1) torch's OneCycleLR cycles.
 _CYCLED = ("sgd", "momentum", "nesterov", "adamw")
 # The fields a resumed run may change without `override`: how long it runs, how often it logs
@@ -65,7 +71,10 @@ class TrainConfig:
     epochs: int = 30
     batch_size: int = 128
     optimizer: str = "sgd"
-    lr: float = 0.1
+    lr: float | None = 0.1  # None: from lr_base, scaled with the batch (timm's rule)
+    lr_base: float | None = None
+    lr_base_size: int = 256
+    lr_base_scale: str | None = None  # "linear" or "sqrt"; None: timm's choice per optimizer
     momentum: float = 0.9
     nesterov: bool = True
     weight_decay: float = 5e-4
@@ -74,8 +83,25 @@ class TrainConfig:
     opt_betas: tuple[float, float] | None = None  # adamw, lamb (timm's --opt-betas)
     clip_grad: float | None = None  # timm's --clip-grad/--clip-mode; None: no clipping
     clip_mode: str = "norm"
-    schedule: str = "cosine"
+    schedule: str = "cosine"  # torch.optim's, per update (ignored with `sched`)
     warmup_epochs: float = 1.0
+    # timm's scheduler (its --sched and options), stepped per epoch unless sched_on_updates;
+    # None: `schedule`.
+    sched: str | None = None
+    sched_on_updates: bool = False
+    warmup_lr: float = 1e-5
+    min_lr: float = 0.0
+    warmup_prefix: bool = False
+    cooldown_epochs: int = 0
+    decay_epochs: float = 90
+    decay_rate: float = 0.1
+    decay_milestones: tuple[int, ...] = (90, 180, 270)
+    lr_cycle_mul: float = 1.0
+    lr_cycle_decay: float = 0.5
+    lr_cycle_limit: int = 1
+    lr_k_decay: float = 1.0
+    patience_epochs: int = 10
+    eval_metric: str = "top1"  # plateau's metric: "top1", "top5" or "loss"
     label_smoothing: float = 0.0
     mixup: float = 0.0  # timm's Mixup alphas; 0: off
     cutmix: float = 0.0
@@ -143,8 +169,27 @@ class TrainConfig:
              f"schedule must be one of {', '.join(SCHEDULE_NAMES)}, got {self.schedule!r}"),
             (self.precision in PRECISIONS,
              f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"),
-            (math.isfinite(self.lr) and self.lr > 0,
+            (self.lr is None or (math.isfinite(self.lr) and self.lr > 0),
              f"lr must be a finite number > 0, got {self.lr}"),
+            (self.lr is not None or self.lr_base is not None, "lr or lr_base is needed"),
+            (self.lr_base is None or (math.isfinite(self.lr_base) and self.lr_base > 0),
+             f"lr_base must be a finite number > 0, got {self.lr_base}"),
+            (self.lr_base_size >= 1, f"lr_base_size must be >= 1, got {self.lr_base_size}"),
+            (self.lr_base_scale in (None, "linear", "sqrt"),
+             f"lr_base_scale must be linear or sqrt, got {self.lr_base_scale!r}"),
+            (self.sched is None or self.sched in TIMM_SCHEDULES,
+             f"sched must be one of {', '.join(TIMM_SCHEDULES)}, got {self.sched!r}"),
+            (self.sched is None or float(self.warmup_epochs).is_integer(),
+             f"warmup_epochs must be a whole number with sched, got {self.warmup_epochs}"),
+            (all(math.isfinite(v) and v >= 0 for v in (self.warmup_lr, self.min_lr)),
+             f"warmup_lr and min_lr must be finite numbers >= 0, got {self.warmup_lr} and "
+             f"{self.min_lr}"),
+            (math.isfinite(self.decay_rate) and self.decay_rate > 0,
+             f"decay_rate must be a finite number > 0, got {self.decay_rate}"),
+            (self.eval_metric in EVAL_METRICS,
+             f"eval_metric must be one of {', '.join(EVAL_METRICS)}, got {self.eval_metric!r}"),
+            (self.cooldown_epochs >= 0 and self.patience_epochs >= 0,
+             "cooldown_epochs and patience_epochs must be >= 0"),
             (finite_at_least_0(self.momentum),
              f"momentum must be a finite number >= 0, got {self.momentum}"),
             (finite_at_least_0(self.weight_decay),
@@ -205,6 +250,11 @@ class TrainConfig:
                 if self.grad_accum_steps > 1 else "")),
         ]  # fmt: skip
         problems = [message for ok, message in checks if not ok]
+        if self.sched in TIMM_SCHEDULES and not problems:
+            try:  # what timm itself would crash on or misapply (seres_jax.scheduler checks)
+                self.timm_schedule(1)
+            except ValueError as err:
+                problems.append(f"sched {self.sched}: {err}")
         if problems:
             raise TrainingError("; ".join(problems))
 
@@ -257,18 +307,60 @@ class TrainConfig:
 
     def steps(self, num_train: int) -> RunSteps:
         """The run's length in steps over ``num_train`` training images (the one place it is
-        computed: ``fit`` and the command line's progress bar both use it)."""
+        computed: ``fit`` and the command line's progress bar both use it). With timm's
+        ``sched`` the run trains timm's epoch count (its cycles and ``cooldown_epochs``
+        included, as timm's ``create_scheduler_v2`` returns it)."""
         per_epoch = num_train // max(self.batch_size, 1)
-        total = self.epochs * per_epoch
+        epochs = self.epochs if self.sched is None else self.timm_schedule(per_epoch).num_epochs
+        total = epochs * per_epoch
         return RunSteps(per_epoch, total, min(total, self.max_steps or total))
 
+    def resolved(self) -> TrainConfig:
+        """This config with ``lr`` computed from ``lr_base`` when it is ``None``, as timm's
+        ``train.py`` computes it: scaled by ``batch_size`` (the global batch of an update,
+        every device and micro-batch) over ``lr_base_size``."""
+        if self.lr is not None or self.lr_base is None:
+            return self
+        lr = scale_lr(self.lr_base, self.batch_size, lr_base_size=self.lr_base_size,
+                      lr_base_scale=self.lr_base_scale, opt=self.optimizer)  # fmt: skip
+        return replace(self, lr=lr)
+
+    def timm_schedule(self, steps_per_epoch: int) -> LRSchedule:
+        """timm's ``create_scheduler_v2`` for this run's ``sched`` and its options."""
+        return create_scheduler(
+            self.lr or 0.0, sched=self.sched or "cosine", num_epochs=self.epochs,
+            decay_epochs=self.decay_epochs, decay_milestones=self.decay_milestones,
+            cooldown_epochs=self.cooldown_epochs, patience_epochs=self.patience_epochs,
+            decay_rate=self.decay_rate, min_lr=self.min_lr, warmup_lr=self.warmup_lr,
+            warmup_epochs=int(self.warmup_epochs), warmup_prefix=self.warmup_prefix,
+            cycle_mul=self.lr_cycle_mul, cycle_decay=self.lr_cycle_decay,
+            cycle_limit=self.lr_cycle_limit, k_decay=self.lr_k_decay,
+            step_on_epochs=not self.sched_on_updates, updates_per_epoch=max(steps_per_epoch, 1),
+            plateau_mode="min" if self.eval_metric == "loss" else "max",
+        )  # fmt: skip
+
     def make_schedule(self, total_steps: int, steps_per_epoch: int) -> optax.Schedule:
-        """The learning-rate schedule over ``total_steps`` (``seres_jax.optim`` builds it)."""
-        return optim.recipe_schedule(self, total_steps, steps_per_epoch)
+        """The learning-rate schedule over ``total_steps``: timm's ``sched``
+        (``seres_jax.scheduler``), else ``schedule`` (``seres_jax.optim``)."""
+        if self.sched is None:
+            return optim.recipe_schedule(self, total_steps, steps_per_epoch)
+        timm = self.timm_schedule(steps_per_epoch)
+        if timm.plateau is not None:  # the first epoch's lr; `fit` sets each next one
+            return optax.constant_schedule(timm.plateau.lr)
+        assert timm.schedule is not None
+        return timm.schedule
 
     def make_tx(self, schedule: optax.Schedule, total_steps: int) -> optax.GradientTransformation:
         """The optimizer driven by ``schedule`` (``seres_jax.optim`` builds it; with the
-        one-cycle schedule its momentum or β1 cycles too, as in torch's ``OneCycleLR``)."""
+        one-cycle schedule its momentum or β1 cycles too, as in torch's ``OneCycleLR``).
+        With ``sched="plateau"`` the lr is a hyperparameter in the optimizer state
+        (``optax.inject_hyperparams``), starting at ``schedule(0)``: the metric-driven lr
+        changes once an epoch without recompiling the step (``set_learning_rate``)."""
+        if self.sched == "plateau":
+            factory = functools.partial(optim.recipe_optimizer, self, total_steps=total_steps)
+            return optax.inject_hyperparams(lambda learning_rate: factory(schedule=learning_rate))(
+                learning_rate=schedule(0)
+            )
         return optim.recipe_optimizer(self, schedule, total_steps)
 
 

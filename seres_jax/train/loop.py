@@ -30,11 +30,10 @@ import numpy as np
 import optax
 from jax.sharding import Mesh
 
-from .. import optim
 from ..data import Dataset, Splits, eval_dataset, to_devices, train_dataset
 from ..data.catalog import splits_from_arrays
 from .checkpoints import _Checkpoints
-from .config import PRECISIONS, TrainConfig, run_arch
+from .config import EVAL_METRICS, PRECISIONS, TrainConfig, run_arch
 from .errors import DivergenceError, TrainingError
 from .metrics import _write_metrics, read_metrics
 from .state import TrainState, init_variables
@@ -243,7 +242,7 @@ def fit(
     if config.dataset not in (None, dataset.name):
         raise TrainingError(f"the config names dataset {config.dataset!r}, not {dataset.name!r}")
     # Resolved, so that config.json says what ran.
-    config = dataclasses.replace(config, dataset=dataset.name)
+    config = dataclasses.replace(config.resolved(), dataset=dataset.name)
     config = dataclasses.replace(config, augment=config.augments)
     splits = (
         dataset if isinstance(dataset, Splits) else splits_from_arrays(dataset, config.augments)
@@ -271,7 +270,10 @@ def fit(
     else:
         # The state is donated to every step: never hand the caller's buffers to it.
         variables = jax.tree.map(lambda a: jnp.array(a, copy=True), variables)
-    tx, schedule = optim.build(config, run.total, run.per_epoch)
+    schedule = config.make_schedule(run.total, run.per_epoch)
+    # timm's plateau scheduler: on the host, fed each epoch's metric, its lr set in the state.
+    plateau = config.timm_schedule(run.per_epoch).plateau if config.sched == "plateau" else None
+    tx = config.make_tx(schedule, run.total)
     steps = compile_steps(mesh, config.grad_accum_steps)
     state = TrainState.create(model.apply, variables, tx, ema=config.ema_config())
     state = jax.device_put(state, steps.replicated)
@@ -301,6 +303,8 @@ def fit(
             else:
                 state = jax.device_put(restored[0], steps.replicated)
                 tally.epoch = np.zeros(3) if restored[1] is None else restored[1]
+                if plateau is not None and restored[3] is not None:
+                    plateau.load_state_dict(restored[3])
             resumed_at = int(jax.device_get(state.step))
             if restored is not None:
                 iterator.close()
@@ -346,7 +350,8 @@ def fit(
             if log:
                 if on_log:
                     record = _rates(tally.window, time.perf_counter() - tally.window_start)
-                    record.update(epoch=epoch, step=step, lr=float(schedule(step - 1)))
+                    lr = float(schedule(step - 1)) if plateau is None else plateau.lr
+                    record.update(epoch=epoch, step=step, lr=lr)
                     on_log({"kind": "progress", **record})
                 tally.new_window()
             if not (save or epoch_end):
@@ -366,16 +371,36 @@ def fit(
                     _write_metrics(workdir / METRICS_FILE, records)
                 if step % steps_per_epoch == 0:
                     tally.epoch = np.zeros(3)
+                    if plateau is not None:  # timm's lr_scheduler.step(epoch + 1, metric)
+                        lr = plateau.step(epoch + 1, _eval_metric(record, config))
+                        state = set_learning_rate(state, lr, steps.replicated)
                 if on_log:
                     on_log(record)
                 tally.new_window()
             if save and checkpoints is not None:
-                checkpoints.save(state, tally.epoch, iterator, data_from)
+                scheduler = None if plateau is None else plateau.state_dict()
+                checkpoints.save(state, tally.epoch, iterator, data_from, scheduler)
     finally:
         iterator.close()
         if checkpoints:
             checkpoints.close()
     return TrainResult(state, history, time.perf_counter() - start_time)
+
+
+def _eval_metric(record: dict[str, Any], config: TrainConfig) -> float:
+    """The epoch's ``config.eval_metric`` (timm's ``--eval-metric``), the EMA's when the run
+    keeps one, as timm's ``train.py`` feeds its scheduler."""
+    key = EVAL_METRICS[config.eval_metric]
+    return float(record.get(f"ema_{key}", record[key]))
+
+
+def set_learning_rate(state: TrainState, lr: float, sharding: Any = None) -> TrainState:
+    """``state`` with the lr of an ``optax.inject_hyperparams`` optimizer (a plateau run's,
+    ``TrainConfig.make_tx``) set to ``lr``, placed with ``sharding``: no recompilation."""
+    hyperparams = dict(state.opt_state.hyperparams)
+    value = jnp.asarray(lr, hyperparams["learning_rate"].dtype)
+    hyperparams["learning_rate"] = value if sharding is None else jax.device_put(value, sharding)
+    return state.replace(opt_state=state.opt_state._replace(hyperparams=hyperparams))
 
 
 def _epoch_record(

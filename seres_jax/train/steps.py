@@ -114,7 +114,7 @@ def _loss(logits: jax.Array, labels: jax.Array, lam: jax.Array, options: StepOpt
     # Both losses cost O(batch x classes), nothing beside the model; selecting one keeps the
     # loss a traced option (the other's gradient is an exact zero).
     targets = mixup_target(labels, logits.shape[-1], lam, smoothing)
-    thresh = options.bce_target_thresh
+    thresh = jnp.asarray(options.bce_target_thresh, jnp.float32)
     targets = jnp.where(thresh >= 0, (targets > thresh).astype(jnp.float32), targets)
     pos_weight = options.bce_pos_weight
     bce = jnp.where(
