@@ -69,7 +69,7 @@ def test_config_json_is_written_before_the_first_step(tmp_path, monkeypatch):
     assert seen == [True]
     record = _config(workdir)
     assert record["config"] == {
-        **dataclasses.asdict(train.TrainConfig()),
+        **json.loads(json.dumps(dataclasses.asdict(train.TrainConfig()))),  # tuples as lists
         "model": TINY_ARCH, "dataset": "digits", "epochs": 1, "batch_size": 256, "augment": False,
         "max_steps": 1,
     }  # fmt: skip
