@@ -37,29 +37,15 @@ FIXTURE = Path(__file__).parent / "fixtures" / "timm_optim.safetensors"
 SCRIPT = FIXTURE.with_name("record_timm_optim.py")
 # The recorder's ARCH_KWARGS as an architecture string (checked against the file below).
 ARCH = "seresnet18:channels=4-4-8-8,layers=1-1-1-1,in_chans=1,num_classes=10"
-NUM_STEPS = 50
-ZERO_ALWAYS = "fc.bias"
-ZERO_SOMETIMES = "layer4.0.conv2.weight"
+# The recorder's gradient sequence and constants, from the script itself (it imports torch and
+# timm only to record).
+RECORDER = runpy.run_path(str(SCRIPT))
+gradients, NUM_STEPS, ZERO_ALWAYS = (RECORDER[k] for k in ("gradients", "NUM_STEPS", "ZERO_ALWAYS"))
 # Worst measured after 50 steps (float32, CPU; max|ours - timm| / max|timm| per tensor):
 # LAMB 2.8e-7, LARS 4.0e-7, RMSpropTF 8.0e-7 (centered), SGD 2.9e-7, AdamW 1.3e-6, with
 # clipping 3.7e-7; one clip_grad update 3.3e-7 (agc). Forgetting any one of the options
 # (see test_recorded_runs_are_far_apart) lands 3e-5 to 1e+1 off.
 PARAM_RTOL = 1e-5
-
-
-def gradients(shapes: dict[str, tuple[int, ...]], step: int, seed: int) -> dict[str, np.ndarray]:
-    """The recorder's ``gradients``, verbatim (``test_fixture_is_the_tested_setup`` checks
-    their norms against the recorded ones)."""
-    rng = np.random.default_rng([seed, step])
-    step_scale = 1e-3 if step % 7 == 3 else 1.0
-    out = {}
-    for index, key in enumerate(sorted(shapes)):
-        grad = rng.standard_normal(shapes[key], dtype=np.float32)
-        grad *= np.float32(10.0 ** -(index % 4) * step_scale)
-        if key == ZERO_ALWAYS or (key == ZERO_SOMETIMES and step % 5 == 0):
-            grad[...] = 0.0
-        out[key] = grad
-    return out
 
 
 @cache
@@ -394,7 +380,7 @@ def test_parameters_are_required():
 def test_matches_live_timm():
     """The fixture is what the script records now, and other gradient draws match too."""
     pytest.importorskip("timm")
-    record = runpy.run_path(str(SCRIPT))["record"]
+    record = RECORDER["record"]
     stored = _recorded()
     live = record()
     assert live.keys() == stored.keys()
