@@ -37,6 +37,7 @@ import fcntl
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -124,8 +125,19 @@ def staged_path(
         _move_into_place(tmp, target, staging)
         _fsync(target.parent)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        _remove_tree(staging)
         os.close(lock)  # only now: a sweeper never finds our directory unlocked
+
+
+def _remove_tree(path: Path, attempts: int = 20) -> None:
+    """Remove our own staging directory, retrying while it is still non-empty: after a failed
+    write a library's worker threads (orbax's, tensorstore's) can still be closing files in it
+    when the error reaches us, and one pass of ``rmtree`` then leaves it behind."""
+    for _ in range(attempts):
+        shutil.rmtree(path, ignore_errors=True)
+        if not os.path.lexists(path):
+            return
+        time.sleep(0.05)
 
 
 def _make_staging(target: Path) -> tuple[Path, int]:
