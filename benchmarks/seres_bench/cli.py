@@ -23,11 +23,21 @@ from .configs import (
     MOMENTUM,
     NESTEROV,
     QUICK,
+    RECIPE_MODELS,
     WEIGHT_DECAY,
 )
 from .data_bench import data_markdown, run_data_benchmarks
 from .machine import loadavg, machine_info, versions
-from .report import add_ratios, empty_entry, fill_compile_cache, fill_entry, render_markdown
+from .recipe_overhead import recipe_markdown, run_recipe_overhead
+from .report import (
+    SECTIONS,
+    add_ratios,
+    empty_entry,
+    fill_compile_cache,
+    fill_entry,
+    merge_results,
+    render_markdown,
+)
 from .worker import run_worker, worker_env, worker_main
 
 HERE = Path(__file__).resolve().parents[1]
@@ -121,6 +131,38 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--skip-eval", action="store_true", help="skip seres eval against seres_torch"
+    )
+    parser.add_argument(
+        "--recipe-overhead",
+        action="store_true",
+        help="also measure the JAX training step with timm's recipe pieces (EMA, drop path, "
+        "gradient accumulation) against the baseline; ~20 minutes on 2 CPU cores",
+    )
+    parser.add_argument(
+        "--recipe-models",
+        type=_csv(list(RECIPE_MODELS)),
+        default=list(RECIPE_MODELS),
+        help=f"the recipe-overhead section's models (default: {','.join(RECIPE_MODELS)})",
+    )
+    parser.add_argument(
+        "--recipe-rounds",
+        type=_positive,
+        default=2,
+        help="recipe overhead: child processes per variant, the order reversed each round (2)",
+    )
+    parser.add_argument(
+        "--recipe-budget",
+        type=float,
+        default=60.0,
+        help="recipe overhead: seconds of timed repetitions per child; they stop once past it "
+        "(at least one), and a variant so cut runs one round only (60; 0: no limit)",
+    )
+    parser.add_argument(
+        "--only",
+        type=_csv(SECTIONS),
+        default=None,
+        help=f"measure only these sections of {','.join(SECTIONS)} and merge them into the "
+        "existing --json file (its other sections are kept; --markdown shows them all)",
     )
     parser.add_argument("--seed", type=int, default=0, help="synthetic data and init seed")
     parser.add_argument(
@@ -257,6 +299,22 @@ def run_benchmarks(args: argparse.Namespace) -> dict[str, Any]:
                 tmp=Path(tmp),
                 log=_log,
             )
+        if args.recipe_overhead:
+            run_recipe_overhead(
+                results,
+                models=args.recipe_models,
+                device=args.device,
+                quick=args.quick,
+                repeats=repeats,
+                warmup=warmup,
+                rounds=1 if args.quick else args.recipe_rounds,
+                steps=args.steps,
+                budget_s=args.recipe_budget or None,
+                seed=args.seed,
+                timeout=args.timeout,
+                tmp=Path(tmp),
+                log=_log,
+            )
     machine["loadavg_end"] = loadavg()
     return results
 
@@ -274,12 +332,38 @@ def _measure_compile_cache(
         fill_compile_cache(entry, run, run_worker(spec, env, args.timeout))
 
 
+def apply_only(args: argparse.Namespace) -> set[str]:
+    """The sections this run measures; ``--only`` turns the others' skip flags on."""
+    if args.only is None:
+        measured = {"models", "convert", "pipeline", "eval", "recipe"}
+        skipped = {
+            "models": args.skip_models,
+            "convert": args.skip_convert,
+            "pipeline": args.skip_pipeline,
+            "eval": args.skip_eval,
+            "recipe": not args.recipe_overhead,
+        }
+        return {section for section in measured if not skipped[section]}
+    only = set(args.only)
+    args.skip_models = "models" not in only
+    args.skip_convert = "convert" not in only
+    args.skip_pipeline = "pipeline" not in only
+    args.skip_eval = "eval" not in only
+    args.recipe_overhead = "recipe" in only
+    return only
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.worker is not None:
         return worker_main(args.worker)
+    measured = apply_only(args)
     results = run_benchmarks(args)
-    markdown = render_markdown(results) + data_markdown(results)
+    if args.only is not None and args.json.exists():
+        # Keep what this run did not measure: the existing file's other sections.
+        results = merge_results(json.loads(args.json.read_text()), results, measured)
+        _log(f"merged {', '.join(sorted(measured))} into {args.json}'s results")
+    markdown = render_markdown(results) + data_markdown(results) + recipe_markdown(results)
     for path, text in (
         (args.json, json.dumps(results, indent=2) + "\n"),
         (args.markdown, markdown),

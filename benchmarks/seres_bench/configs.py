@@ -71,3 +71,72 @@ DATA_QUICK: dict[str, Any] = DATA | {
     "step_steps": 1,
     "eval_batch": 8,
 }
+
+# The recipe-overhead section (``recipe_overhead``): timm's recipe pieces in the JAX training
+# step, each against the same step with all of them off. EMA as timm's ``--model-ema
+# --model-ema-decay 0.9998 --model-ema-warmup``; stochastic depth at timm's usual rate for a
+# ResNet-50; accumulation over 2 micro-batches of the same global batch.
+RECIPE_EMA: dict[str, Any] = {"decay": 0.9998, "use_warmup": True}
+RECIPE_DROP_PATH_RATE = 0.05
+RECIPE_ACCUM = 2
+# The issue's targets, in % of step time over the baseline.
+RECIPE_GOALS_PCT: dict[str, float] = {"ema": 3.0, "drop_path": 5.0}
+
+
+@dataclass(frozen=True)
+class RecipeVariant:
+    """One training-step variant: which recipe pieces are on."""
+
+    label: str
+    ema: bool = False
+    drop_path: bool = False
+    grad_accum_steps: int = 1
+
+
+RECIPE_VARIANTS: dict[str, RecipeVariant] = {
+    "baseline": RecipeVariant("baseline (all off)"),
+    "ema": RecipeVariant("EMA", ema=True),
+    "drop_path": RecipeVariant(f"drop path {RECIPE_DROP_PATH_RATE}", drop_path=True),
+    "accum2": RecipeVariant(f"accumulation {RECIPE_ACCUM}", grad_accum_steps=RECIPE_ACCUM),
+    "all": RecipeVariant("all three", ema=True, drop_path=True, grad_accum_steps=RECIPE_ACCUM),
+}
+
+
+@dataclass(frozen=True)
+class RecipeModel:
+    """A model of the recipe-overhead section. ``image_size`` is the CPU's (reduced where the
+    full size would take too long on 2 cores), ``accel_image_size`` the accelerators'.
+    ``drop_path``: the architecture has ``drop_path_rate`` (``SEResNetTiny`` has not)."""
+
+    arch: str
+    image_size: int
+    batch: int
+    steps: int
+    bf16: bool
+    drop_path: bool
+    description: str
+    accel_image_size: int | None = None
+
+
+RECIPE_MODELS: dict[str, RecipeModel] = {
+    "seresnet50": RecipeModel(
+        "seresnet50", 96, 16, 2, True, True,
+        "timm's seresnet50 (28.1 M params), bf16 compute; 96×96 on the CPU (224 on an "
+        "accelerator) so a run takes minutes on 2 cores",
+        accel_image_size=224,
+    ),
+    "tiny": RecipeModel(
+        "seresnet_tiny", 32, 128, 2, False, False,
+        "SEResNetTiny() as the `tiny` configuration (0.70 M params, 196 MFLOP/img forward); "
+        "it has no stochastic depth, see tiny_zoo",
+    ),
+    # A zoo SE-ResNet (which has DropPath) of the tiny model's size and cost: 0.73 M params,
+    # 154 MFLOP per image forward at 128×128 (XLA's cost analysis), 32×32 would be 10×
+    # cheaper because the ImageNet stem divides the image by 4 at once.
+    "tiny_zoo": RecipeModel(
+        "seresnet18:channels=16-32-64-128,stem_width=16,num_classes=10", 128, 128, 2, False,
+        True,
+        "timm's seresnet18 narrowed to the tiny model's cost (0.73 M params, 154 MFLOP/img "
+        "forward at 128×128): the drop-path stand-in for tiny",
+    ),
+}  # fmt: skip

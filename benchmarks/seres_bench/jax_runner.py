@@ -1,10 +1,16 @@
 """The JAX implementation: the Flax model's training step (``seres_jax.train.train_step`` with
 ``seres_jax.optim.sgd``, state donated) and eval-mode forward, compiled as seres compiles its own
 steps (``seres_jax.compiler.jit``). With ``spec["shard"]`` the batch is split over every local
-device of the platform (state replicated, as ``seres train`` lays it out); else one device."""
+device of the platform (state replicated, as ``seres train`` lays it out); else one device.
+
+timm's recipe pieces, off unless the spec asks (the recipe-overhead section): ``spec["ema"]``,
+``seres_jax.ema.EmaConfig``'s keywords, keeps a model EMA in the state (updated inside the
+step); ``spec["grad_accum_steps"]`` scans the batch as that many micro-batches; stochastic depth
+is the architecture string's ``drop_path_rate``."""
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any
 
@@ -17,6 +23,7 @@ def jax_runners(spec: dict[str, Any]) -> Runners:
     import jax.numpy as jnp
 
     from seres_jax import compiler, optim
+    from seres_jax.ema import EmaConfig
     from seres_jax.registry import build_flax, model_config
     from seres_jax.train import TrainState, init_variables, train_step
 
@@ -31,7 +38,12 @@ def jax_runners(spec: dict[str, Any]) -> Runners:
         variables = init_variables(model, (size, size, in_ch), spec["seed"])
         variables = jax.device_put(variables, device)
         tx = optim.sgd(LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY, nesterov=NESTEROV)
-        state = TrainState.create(model.apply, variables, tx)
+        ema = EmaConfig(**spec["ema"]) if spec.get("ema") else None
+        state = TrainState.create(model.apply, variables, tx, ema=ema)
+        # Commit every leaf to the device (the step counter and optimizer counters are made
+        # uncommitted): else the step's second call, getting committed arrays back, compiles
+        # again, and that compilation lands in the warm-up instead of the first call.
+        state = jax.device_put(state, device)
     del variables  # the state holds them; nothing else may keep donated buffers alive
     devices = 1
     if spec.get("shard"):
@@ -53,7 +65,9 @@ def jax_runners(spec: dict[str, Any]) -> Runners:
     # The state is donated: XLA updates parameters and optimizer state in place. Compiled as
     # seres compiles its own steps (seres_jax.compiler: XLA options on the CPU).
     platform = device.platform
-    train_fn = compiler.jit(train_step, platform=platform, donate_argnums=0)
+    accum = int(spec.get("grad_accum_steps", 1))
+    step_fn = functools.partial(train_step, grad_accum_steps=accum) if accum > 1 else train_step
+    train_fn = compiler.jit(step_fn, platform=platform, donate_argnums=0)
     infer_fn = compiler.jit(
         lambda v, images: model.apply(v, images, train=False), platform=platform
     )

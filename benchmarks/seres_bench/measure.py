@@ -88,3 +88,30 @@ def median_seconds(fn: Callable[[], Any], repeats: int) -> float:
         times.append(time.perf_counter() - start)
         del out
     return statistics.median(times)
+
+
+def measure_budgeted(
+    run: Callable[[int], None], batch: int, spec: dict[str, Any], budget_s: float
+) -> dict[str, Any]:
+    """``measure``, but the repetitions stop once they have taken ``budget_s`` seconds in all
+    (at least one is run): for steps that take a minute on a CPU, where the median of five
+    would take ten. ``step_s`` holds each repetition's time per step, ``cut`` says whether
+    fewer than ``repeats`` ran. The budget is checked after each repetition, not estimated
+    from the warm-up step, which may include a second compilation."""
+    first = first_call_s(run)
+    if spec["warmup"]:
+        run(spec["warmup"])
+    steps, reps = spec["steps"], []
+    while len(reps) < spec["repeats"] and sum(reps) < budget_s:
+        start = time.perf_counter()
+        run(steps)
+        reps.append(time.perf_counter() - start)
+    return {
+        "first_step_s": first,
+        "steps": steps,
+        "repeats": len(reps),
+        "cut": len(reps) < spec["repeats"],
+        "rep_s": reps,
+        "step_s": [t / steps for t in reps],
+        "img_s": batch * steps / statistics.median(reps),
+    }

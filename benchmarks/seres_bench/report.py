@@ -9,6 +9,24 @@ from typing import Any
 from .configs import IMPLS, BenchConfig
 
 CACHE_RUNS = ("cold", "warm")
+# The sections a run can measure (``--only``) and the results keys each one writes.
+SECTIONS = ("models", "convert", "pipeline", "eval", "recipe")
+SECTION_KEYS: dict[str, tuple[str, ...]] = {
+    "models": ("configs",),
+    "convert": (
+        "converter",
+        "convert_mb_s",
+        "convert_back_mb_s",
+        "memcpy_mb_s",
+        "convert_vs_memcpy",
+        "convert_back_vs_memcpy",
+    ),
+    "pipeline": ("input_pipeline",),
+    "eval": ("eval",),
+    "recipe": ("recipe_overhead",),
+}
+# The run's header: machine, versions, settings (those of the model configurations).
+HEADER_KEYS = ("schema", "created", "command", "machine", "versions", "settings")
 
 
 def empty_entry(name: str, config: BenchConfig, batch: int, steps: int) -> dict[str, Any]:
@@ -66,6 +84,28 @@ def fill_compile_cache(entry: dict[str, Any], run: str, result: dict[str, Any]) 
     }
 
 
+def merge_results(old: dict[str, Any], new: dict[str, Any], measured: set[str]) -> dict[str, Any]:
+    """``old`` (an earlier results file) with the ``measured`` sections of ``new`` in place of
+    its own; the other sections stay as they were. Configurations merge by name. The header
+    (machine, load average, versions, settings) is the new run's only when it measured the
+    model configurations, which it describes; the recipe-overhead section carries its own."""
+    merged = dict(old)
+    if "models" in measured:
+        merged.update({key: new[key] for key in HEADER_KEYS if key in new})
+    for section in measured:
+        for key in SECTION_KEYS[section]:
+            if key not in new:
+                continue
+            if key == "configs":
+                merged["configs"] = {**old.get("configs", {}), **new["configs"]}
+            else:
+                merged[key] = new[key]
+    for key in HEADER_KEYS:  # a first file written by a run of one section
+        merged.setdefault(key, new.get(key))
+    merged.setdefault("configs", {})
+    return merged
+
+
 def _ratio(a: float | None, b: float | None) -> float | None:
     return a / b if a is not None and b else None
 
@@ -120,7 +160,9 @@ def _compile_cache_table(configs: dict[str, Any]) -> list[str]:
     """JAX's first calls, cold and warm cache, for the configurations that measured them."""
     rows = []
     for name, entry in configs.items():
-        cache = entry["jax_compile_cache"]
+        cache = entry.get("jax_compile_cache")  # absent in a file written with it skipped
+        if cache is None:
+            continue
         for phase in ("train", "infer"):
             cold, warm = cache["cold"][phase], cache["warm"][phase]
             if cold is None and warm is None:
@@ -164,13 +206,16 @@ def render_markdown(results: dict[str, Any]) -> str:
         f"cudnn.benchmark={s['torch'].get('cudnn_benchmark', '?')}",
         f"- **XLA**: compiler options {s['jax'].get('compiler_options') or 'none (XLA defaults)'}"
         f"; XLA_FLAGS={s['jax'].get('XLA_FLAGS') or '(unset)'}",
-        "",
-        "Ratios are JAX ÷ PyTorch: above 1 JAX is faster in img/s, slower in seconds, "
-        "larger in MiB.",
-        "",
-        "| config | metric | JAX | PyTorch eager | torch.compile | JAX/eager | JAX/compile |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
+    if results["configs"]:
+        lines += [
+            "",
+            "Ratios are JAX ÷ PyTorch: above 1 JAX is faster in img/s, slower in seconds, "
+            "larger in MiB.",
+            "",
+            "| config | metric | JAX | PyTorch eager | torch.compile | JAX/eager | JAX/compile |",
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+        ]
     notes = []
     for name, entry in results["configs"].items():
         params = f"{entry['params'] / 1e6:.2f} M params" if entry["params"] else "? params"

@@ -18,7 +18,7 @@ from .converter import convert_worker
 from .eval_speed import eval_worker
 from .input_pipeline import pipeline_worker
 from .jax_runner import jax_runners
-from .measure import error_text, maxrss_mib, measure
+from .measure import error_text, maxrss_mib, measure, measure_budgeted
 from .torch_runner import torch_runners
 
 RESULT_PREFIX = "BENCH_RESULT "
@@ -63,8 +63,31 @@ def model_worker(spec: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+def recipe_worker(spec: dict[str, Any]) -> dict[str, Any]:
+    """The recipe-overhead section's child: the JAX training step alone (the recipe pieces the
+    spec turns on: ``ema``, ``grad_accum_steps``, the arch string's ``drop_path_rate``), with
+    the same protocol as ``model_worker``'s training phase, the repetitions cut to
+    ``spec["budget_s"]`` seconds if given (``measure_budgeted``)."""
+    import jax  # noqa: F401
+
+    runners = jax_runners(spec)
+    budget = spec.get("budget_s")
+    if budget:
+        train = measure_budgeted(runners.train, spec["batch"], spec, budget)
+    else:
+        train = measure(runners.train, spec["batch"], spec)
+    return {
+        "params": runners.params,
+        "precision": runners.precision,
+        "info": runners.info,
+        "train": train,
+        "peak_rss_mib": maxrss_mib(),
+    }
+
+
 WORKERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "model": model_worker,
+    "recipe": recipe_worker,
     "convert": convert_worker,
     "compile_cache": cache_worker,
     "pipeline": pipeline_worker,
