@@ -181,8 +181,11 @@ def train_step(
     label smoothing. With ``grad_accum_steps=N`` (static) the batch is N micro-batches (rows
     ``j::N``), run one after the other as timm's ``--grad-accum-steps`` runs them: each
     updates the BatchNorm statistics and draws its own mixup and dropout, its loss is divided
-    by N, the gradients are summed and the optimizer updates once; only one micro-batch's
-    activations are alive at a time. With an EMA in the state (``TrainState.create(...,
+    by N, the gradients are summed and the optimizer updates once. Each micro-batch starts
+    after the previous one's gradients exist (an optimisation barrier), so a scheduler that
+    reuses memory holds one micro-batch's activations at a time; XLA:CPU's buffer assignment
+    does not reuse them (measured: 4 micro-batches of 64 take the temporary memory of one
+    batch of 256). With an EMA in the state (``TrainState.create(...,
     ema=EmaConfig(...))``) it is updated after the optimizer, as timm's ``ModelEmaV3`` is
     after each update. Returns the new state and the batch's metrics: ``loss``, the mean
     loss the step minimised; ``loss_sum``, that mean times the batch size; ``correct``
@@ -203,28 +206,24 @@ def train_step(
         weights = jnp.ones(labels.shape, jnp.float32)
         metrics = _metrics(logits, labels, weights, loss * labels.shape[0])
     else:
-
-        def accumulate(carry: Any, micro: Any) -> tuple[Any, None]:
-            grads, batch_stats, sums = carry
-            x, y, index = micro
+        xs = _micro_batches(images, grad_accum_steps)
+        ys = _micro_batches(labels, grad_accum_steps)
+        grads, batch_stats = None, state.batch_stats
+        metrics = {k: jnp.zeros((), jnp.float32) for k in ("loss_sum", "correct", "count")}
+        for index in range(grad_accum_steps):
+            x, y = xs[index], ys[index]
+            if grads is not None:
+                # Micro-batch j + 1 starts after j's gradients exist. Unrolled, not a
+                # `lax.scan`: XLA:CPU ran this step 60x slower with the convolutions in a loop
+                # (62.6 s against 0.97 s for seresnet_tiny, batch 128).
+                x, grads = jax.lax.optimization_barrier((x, grads))
             g, batch_stats, loss, logits = _micro_step(
                 state, state.params, batch_stats, x, y, jax.random.fold_in(key, index),
                 options, grad_accum_steps,
             )  # fmt: skip
+            grads = g if grads is None else jax.tree.map(jnp.add, grads, g)
             counted = _metrics(logits, y, jnp.ones(y.shape, jnp.float32), loss * y.shape[0])
-            sums = jax.tree.map(jnp.add, sums, counted)
-            return (jax.tree.map(jnp.add, grads, g), batch_stats, sums), None
-
-        zeros = jax.tree.map(jnp.zeros_like, state.params)
-        sums = {k: jnp.zeros((), jnp.float32) for k in ("loss_sum", "correct", "count")}
-        micro = (
-            _micro_batches(images, grad_accum_steps),
-            _micro_batches(labels, grad_accum_steps),
-            jnp.arange(grad_accum_steps),
-        )
-        (grads, batch_stats, metrics), _ = jax.lax.scan(
-            accumulate, (zeros, state.batch_stats, sums), micro
-        )
+            metrics = jax.tree.map(jnp.add, metrics, counted)
         loss = metrics["loss_sum"] / labels.shape[0]
     updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
