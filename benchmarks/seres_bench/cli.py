@@ -147,8 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--recipe-rounds",
         type=_positive,
-        default=2,
-        help="recipe overhead: child processes per variant, the order reversed each round (2)",
+        default=3,
+        help="recipe overhead: child processes per variant, the order reversed each round (3)",
     )
     parser.add_argument(
         "--recipe-budget",

@@ -86,7 +86,8 @@ def fill_compile_cache(entry: dict[str, Any], run: str, result: dict[str, Any]) 
 
 def merge_results(old: dict[str, Any], new: dict[str, Any], measured: set[str]) -> dict[str, Any]:
     """``old`` (an earlier results file) with the ``measured`` sections of ``new`` in place of
-    its own; the other sections stay as they were. Configurations merge by name. The header
+    its own; the other sections stay as they were. Configurations merge by name, and so do
+    the recipe-overhead section's models. The header
     (machine, load average, versions, settings) is the new run's only when it measured the
     model configurations, which it describes; the recipe-overhead section carries its own."""
     merged = dict(old)
@@ -98,6 +99,11 @@ def merge_results(old: dict[str, Any], new: dict[str, Any], measured: set[str]) 
                 continue
             if key == "configs":
                 merged["configs"] = {**old.get("configs", {}), **new["configs"]}
+            elif key == "recipe_overhead" and old.get(key):
+                # A run of some of its models keeps the others (each says when it ran).
+                models = {**old[key].get("models", {}), **new[key]["models"]}
+                notes = list(dict.fromkeys([*old[key].get("notes", []), *new[key]["notes"]]))
+                merged[key] = {**new[key], "models": models, "notes": notes}
             else:
                 merged[key] = new[key]
     for key in HEADER_KEYS:  # a first file written by a run of one section
