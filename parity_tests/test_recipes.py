@@ -15,6 +15,7 @@ import dataclasses
 import functools
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
@@ -107,22 +108,63 @@ def test_accumulated_clipped_bce_updates_match_timms_loop(batches):
     assert min(norms) > CLIP  # the clipping acted at every update, else it is not tested
 
 
-def test_accumulation_draws_each_micro_batch_separately():
-    """With mixup and dropout on, micro-batches draw their own masks: an accumulated update
-    is not the one-batch update (it would be if the key were shared), and is deterministic."""
+def _accumulation_case(batch: int):
     model = sj.SEResNetTiny(**KW)
     splits = splits_from_arrays(load_digits(seed=0))
-    images, labels = train_dataset(splits, 16, seed=1)[0]
+    images, labels = train_dataset(splits, batch, seed=1)[0]
     variables = jax.jit(model.init)(jax.random.key(0), images[:1])
     tx = optim.create_optimizer("momentum", 0.1)
     options = StepOptions(mixup=np.float32(1.0), seed=np.uint32(3))
+    fresh = functools.partial(TrainState.create, model.apply, variables, tx)
+    return fresh, images, labels, options
+
+
+def test_accumulation_draws_each_micro_batch_separately():
+    """With mixup and dropout on, micro-batches draw their own masks: an accumulated update
+    is not the one-batch update (it would be if the key were shared), and is deterministic."""
+    fresh, images, labels, options = _accumulation_case(16)
     one = jax.jit(functools.partial(train_step, options=options))
     two = jax.jit(functools.partial(train_step, options=options, grad_accum_steps=2))
-    fresh = functools.partial(TrainState.create, model.apply, variables, tx)
     a = one(fresh(), images, labels)[0]
     b, c = (two(fresh(), images, labels)[0] for _ in range(2))
     assert max(jax.tree.leaves(jax.tree.map(relative_error, a.params, b.params))) > 1e-4
     jax.tree.map(np.testing.assert_array_equal, b.params, c.params)
+
+
+@pytest.mark.slow
+def test_compiled_accumulation_holds_one_micro_batch():
+    """``compile_steps(mesh, N)`` runs each micro-batch as its own program (``fit``'s path,
+    covered end to end by test_image_training): its update equals the one-program
+    ``train_step(..., grad_accum_steps=N)`` (8 devices, batch sharded), and the micro-batch
+    program needs the temporary memory of a plain step on one micro-batch, not of the whole
+    batch (on XLA:CPU the one-program step holds all N at once)."""
+    from seres_jax.train import compile_steps, make_mesh
+    from seres_jax.train.steps import _accumulate, _start
+
+    fresh, images, labels, options = _accumulation_case(32)
+    two = jax.jit(functools.partial(train_step, options=options, grad_accum_steps=2))
+    joined, expected = two(fresh(), images, labels)
+
+    def temp_bytes(fn, *args):
+        return jax.jit(fn).lower(*args).compile().memory_analysis().temp_size_in_bytes
+
+    state = fresh()
+    micro = functools.partial(_accumulate, options=options, count=2)
+    per_micro = temp_bytes(micro, state, _start(state), images, labels, np.int32(0))
+    plain = functools.partial(train_step, options=options)
+    half = temp_bytes(plain, state, images[:16], labels[:16])
+    whole = temp_bytes(plain, state, images, labels)
+    assert per_micro < 1.1 * half < 0.7 * whole, (per_micro, half, whole)
+
+    steps = compile_steps(make_mesh(), 2)
+    x, y = jax.device_put((images, labels), steps.batch)
+    # A copy: the step donates the state's buffers, which `variables` would share.
+    state = jax.device_put(jax.tree.map(jnp.copy, fresh()), steps.replicated)
+    split, metrics = steps.train(state, x, y, options)
+    worst = max(jax.tree.leaves(jax.tree.map(relative_error, split.params, joined.params)))
+    assert worst < 1e-5, worst  # 8 devices against 1: the reductions' order differs
+    assert float(metrics["loss"]) == pytest.approx(float(expected["loss"]), rel=1e-6)
+    assert float(metrics["count"]) == 32
 
 
 def test_validation_resolution_follows_the_weights_test_config():

@@ -162,10 +162,86 @@ def _micro_step(
     return grads, batch_stats, loss, logits
 
 
-def _micro_batches(x: jax.Array, count: int) -> jax.Array:
-    """``x`` as ``count`` micro-batches, micro-batch ``j`` being rows ``j, j + count, ...``:
-    each spans every device's rows of the sharded batch, so no data moves between devices."""
-    return jnp.swapaxes(x.reshape(x.shape[0] // count, count, *x.shape[1:]), 0, 1)
+def _micro_batch(x: jax.Array, count: int, index: jax.typing.ArrayLike) -> jax.Array:
+    """Micro-batch ``index`` of ``count``: rows ``index, index + count, ...`` of ``x``. It
+    spans every device's rows of the sharded batch, so no data moves between devices."""
+    rows = x.reshape(x.shape[0] // count, count, *x.shape[1:])
+    return jax.lax.dynamic_index_in_dim(rows, index, axis=1, keepdims=False)
+
+
+def _step_key(state: TrainState, options: StepOptions) -> jax.Array:
+    # The step's randomness (mixup's draws, dropout's masks) from the seed and the step alone.
+    return jax.random.fold_in(jax.random.key(jnp.asarray(options.seed, jnp.uint32)), state.step)
+
+
+@flax.struct.dataclass
+class _Accumulated:
+    """The micro-batches run so far: their summed gradients, the BatchNorm statistics after
+    the last, and their summed metrics."""
+
+    grads: Any
+    batch_stats: Any
+    metrics: dict[str, jax.Array]
+
+
+def _start(state: TrainState) -> _Accumulated:
+    zero = jnp.zeros((), jnp.float32)
+    grads = jax.tree.map(jnp.zeros_like, state.params)
+    metrics = {"loss_sum": zero, "correct": zero, "count": zero}
+    return _Accumulated(grads, state.batch_stats, metrics)
+
+
+def _accumulate(
+    state: TrainState,
+    acc: _Accumulated,
+    images: jax.Array,
+    labels: jax.Array,
+    index: jax.typing.ArrayLike,
+    options: StepOptions,
+    count: int,
+) -> _Accumulated:
+    """``acc`` with micro-batch ``index`` of ``count`` added, as timm's ``--grad-accum-steps``
+    runs it: its own mixup and dropout draws, the BatchNorm statistics carried on, its loss
+    divided by ``count``."""
+    x, y = _micro_batch(images, count, index), _micro_batch(labels, count, index)
+    key = jax.random.fold_in(_step_key(state, options), index)
+    grads, batch_stats, loss, logits = _micro_step(
+        state, acc.batch_stats, x, y, key, options, count
+    )
+    counted = _metrics(logits, y, jnp.ones(y.shape, jnp.float32), loss * y.shape[0])
+    return _Accumulated(
+        jax.tree.map(jnp.add, acc.grads, grads),
+        batch_stats,
+        jax.tree.map(jnp.add, acc.metrics, counted),
+    )
+
+
+def _update(
+    state: TrainState, grads: Any, batch_stats: Any, loss: jax.Array, metrics: dict[str, jax.Array]
+) -> tuple[TrainState, dict[str, jax.Array]]:
+    """The optimizer's update with ``grads``, then the EMA's (timm's ``ModelEmaV3`` after each
+    update, its step the update count)."""
+    updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    step = state.step + 1
+    ema = state.ema
+    if state.ema_config is not None:
+        ema = state.ema_config.update(
+            state.ema, {"params": params, "batch_stats": batch_stats}, step
+        )
+    new_state = state.replace(
+        step=step, params=params, batch_stats=batch_stats, opt_state=opt_state, ema=ema
+    )
+    return new_state, {"loss": loss, **metrics}
+
+
+def _finish(state: TrainState, acc: _Accumulated) -> tuple[TrainState, dict[str, jax.Array]]:
+    loss = acc.metrics["loss_sum"] / acc.metrics["count"]
+    return _update(state, acc.grads, acc.batch_stats, loss, acc.metrics)
+
+
+def _as_options(options: StepOptions | jax.typing.ArrayLike) -> StepOptions:
+    return options if isinstance(options, StepOptions) else StepOptions(label_smoothing=options)
 
 
 def train_step(
@@ -182,61 +258,31 @@ def train_step(
     label smoothing. With ``grad_accum_steps=N`` (static) the batch is N micro-batches (rows
     ``j::N``), run one after the other as timm's ``--grad-accum-steps`` runs them: each
     updates the BatchNorm statistics and draws its own mixup and dropout, its loss is divided
-    by N, the gradients are summed and the optimizer updates once. Each micro-batch starts
-    after the previous one's gradients exist (an optimisation barrier), so a scheduler that
-    reuses memory holds one micro-batch's activations at a time; XLA:CPU's buffer assignment
-    does not reuse them (measured: 4 micro-batches of 64 take the temporary memory of one
-    batch of 256). With an EMA in the state (``TrainState.create(...,
-    ema=EmaConfig(...))``) it is updated after the optimizer, as timm's ``ModelEmaV3`` is
-    after each update. Returns the new state and the batch's metrics: ``loss``, the mean
-    loss the step minimised; ``loss_sum``, that mean times the batch size; ``correct``
-    (against the unmixed labels) and ``count``.
+    by N, the gradients are summed and the optimizer updates once. Jitted whole, this is one
+    XLA program, which holds every micro-batch's activations at once on XLA:CPU (measured: 4
+    micro-batches of 64 take the temporary memory of one batch of 256); ``compile_steps``
+    runs each micro-batch as its own program instead, in the memory of one. With an EMA in
+    the state (``TrainState.create(..., ema=EmaConfig(...))``) it is updated after the
+    optimizer. Returns the new state and the batch's metrics: ``loss``, the mean loss the
+    step minimised; ``loss_sum``, that mean times the batch size; ``correct`` (against the
+    unmixed labels) and ``count``.
     """
-    if not isinstance(options, StepOptions):
-        options = StepOptions(label_smoothing=options)
+    options = _as_options(options)
     if images.shape[0] % grad_accum_steps:
         raise ValueError(
             f"batch of {images.shape[0]} is not {grad_accum_steps} equal micro-batches"
         )
-    # The step's randomness (mixup's draws, dropout's masks) from the seed and the step alone.
-    key = jax.random.fold_in(jax.random.key(jnp.asarray(options.seed, jnp.uint32)), state.step)
     if grad_accum_steps == 1:
         grads, batch_stats, loss, logits = _micro_step(
-            state, state.batch_stats, images, labels, key, options, 1
+            state, state.batch_stats, images, labels, _step_key(state, options), options, 1
         )
         weights = jnp.ones(labels.shape, jnp.float32)
         metrics = _metrics(logits, labels, weights, loss * labels.shape[0])
-    else:
-        xs = _micro_batches(images, grad_accum_steps)
-        ys = _micro_batches(labels, grad_accum_steps)
-        grads, batch_stats = None, state.batch_stats
-        metrics = {k: jnp.zeros((), jnp.float32) for k in ("loss_sum", "correct", "count")}
-        for index in range(grad_accum_steps):
-            x, y = xs[index], ys[index]
-            if grads is not None:
-                # Micro-batch j + 1 starts after j's gradients exist. Unrolled, not a
-                # `lax.scan`: XLA:CPU ran this step 60x slower with the convolutions in a loop
-                # (62.6 s against 0.97 s for seresnet_tiny, batch 128).
-                x, grads = jax.lax.optimization_barrier((x, grads))
-            g, batch_stats, loss, logits = _micro_step(
-                state, batch_stats, x, y, jax.random.fold_in(key, index),
-                options, grad_accum_steps,
-            )  # fmt: skip
-            grads = g if grads is None else jax.tree.map(jnp.add, grads, g)
-            counted = _metrics(logits, y, jnp.ones(y.shape, jnp.float32), loss * y.shape[0])
-            metrics = jax.tree.map(jnp.add, metrics, counted)
-        loss = metrics["loss_sum"] / labels.shape[0]
-    updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    step = state.step + 1
-    ema = state.ema
-    if state.ema_config is not None:
-        new = {"params": params, "batch_stats": batch_stats}
-        ema = state.ema_config.update(state.ema, new, step)  # timm's step=num_updates
-    new_state = state.replace(
-        step=step, params=params, batch_stats=batch_stats, opt_state=opt_state, ema=ema
-    )
-    return new_state, {"loss": loss, **metrics}
+        return _update(state, grads, batch_stats, loss, metrics)
+    acc = _start(state)
+    for index in range(grad_accum_steps):
+        acc = _accumulate(state, acc, images, labels, index, options, grad_accum_steps)
+    return _finish(state, acc)
 
 
 def eval_step(
@@ -278,21 +324,69 @@ class CompiledSteps:
     batch: NamedSharding
 
 
+def _accumulating_train(
+    mesh: Mesh, grad_accum_steps: int, replicated: NamedSharding, batch: NamedSharding
+) -> Callable[..., tuple[TrainState, dict[str, jax.Array]]]:
+    """``train_step(..., grad_accum_steps)`` as one program per micro-batch and one for the
+    update, so that one micro-batch's activations are alive at a time on any backend (timm's
+    loop too runs them one by one); the gradient sums are donated from one to the next."""
+    platform = mesh.devices.flat[0].platform
+    start = compiler.jit(_start, platform=platform, out_shardings=replicated)
+    accumulate = compiler.jit(
+        functools.partial(_accumulate, count=grad_accum_steps),
+        platform=platform,
+        in_shardings=(replicated, replicated, batch, batch, replicated, replicated),
+        out_shardings=replicated,
+        donate_argnums=(1,),
+    )
+    finish = compiler.jit(
+        _finish,
+        platform=platform,
+        in_shardings=(replicated, replicated),
+        out_shardings=(replicated, replicated),
+        donate_argnums=(0,),
+    )
+    # The micro-batch indices live on the devices: no host-to-device copy inside the loop.
+    indices = [jax.device_put(np.int32(j), replicated) for j in range(grad_accum_steps)]
+
+    def train(
+        state: TrainState,
+        images: jax.Array,
+        labels: jax.Array,
+        options: StepOptions | jax.typing.ArrayLike = 0.0,
+    ) -> tuple[TrainState, dict[str, jax.Array]]:
+        options = _as_options(options)
+        if images.shape[0] % grad_accum_steps:
+            raise ValueError(
+                f"batch of {images.shape[0]} is not {grad_accum_steps} equal micro-batches"
+            )
+        acc = start(state)
+        for index in indices:
+            acc = accumulate(state, acc, images, labels, index, options)
+        return finish(state, acc)
+
+    return train
+
+
 @functools.cache
 def compile_steps(mesh: Mesh, grad_accum_steps: int = 1) -> CompiledSteps:
     """Jit the steps for ``mesh`` (once: the result is cached per mesh and accumulation
     count), compiled with ``seres_jax.compiler``'s options for the mesh's platform; the train
-    step accumulates ``grad_accum_steps`` micro-batches per update (see ``train_step``)."""
+    step accumulates ``grad_accum_steps`` micro-batches per update (see ``train_step``), each
+    micro-batch its own program, so that accumulation needs the memory of one."""
     replicated = NamedSharding(mesh, PartitionSpec())
     batch = NamedSharding(mesh, PartitionSpec(DATA_AXIS))
     platform = mesh.devices.flat[0].platform
-    train = compiler.jit(
-        functools.partial(train_step, grad_accum_steps=grad_accum_steps),
-        platform=platform,
-        in_shardings=(replicated, batch, batch, replicated),
-        out_shardings=(replicated, replicated),
-        donate_argnums=(0,),
-    )
+    if grad_accum_steps > 1:
+        train = _accumulating_train(mesh, grad_accum_steps, replicated, batch)
+    else:
+        train = compiler.jit(
+            train_step,
+            platform=platform,
+            in_shardings=(replicated, batch, batch, replicated),
+            out_shardings=(replicated, replicated),
+            donate_argnums=(0,),
+        )
     evaluate = compiler.jit(
         eval_step,
         platform=platform,
