@@ -157,6 +157,20 @@ def test_missing_root_or_split(tmp_path, folder):
     assert "val not found" in message and "ROOT/val/<class>" in message
 
 
+@pytest.mark.parametrize("name", ["validation", "valid", "eval", "evaluation"])
+def test_the_validation_split_goes_by_timms_names(folder, name):
+    """timm's image-folder reader (``-c args.yaml`` with ``dataset: ''``) finds the validation
+    split under any of its names; ``val/`` wins when there are several."""
+    from seres_jax.data import load_dataset
+
+    expected = len(load_dataset("imagefolder", folder).val)
+    (folder / "val").rename(folder / name)
+    assert len(load_dataset("imagefolder", folder).val) == expected
+    shutil.copytree(folder / name, folder / "val")
+    next(next((folder / "val").iterdir()).iterdir()).unlink()
+    assert len(load_dataset("imagefolder", folder).val) < expected
+
+
 def test_no_class_directories(tmp_path):
     (tmp_path / "train").mkdir()
     (tmp_path / "train" / "loose.jpg").write_bytes(b"")

@@ -1,10 +1,16 @@
 """``seres train``: one ``TrainConfig`` from the flags named as its fields, ``fit``, the
-curves and the optional PyTorch export."""
+curves and the optional PyTorch export; timm's ``args.yaml`` (``-c``) and the ResNet strikes back
+recipes (``--recipe``) as the flags' defaults, the way timm's train.py reads its ``-c`` file
+(``seres_cli.timm_args``); ``--print-config`` to see the result without running it."""
 
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
+import json
+import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +23,7 @@ from .common import (
     _add_image_arguments,
     _export,
     _int_at_least,
+    _Parser,
     _plot,
     _Progress,
     _warnings_to_stderr,
@@ -28,8 +35,10 @@ def add_arguments(sub: Subcommands) -> None:
     from seres_jax.optim import CLIP_MODES, SCHEDULE_NAMES, TIMM_OPTIMIZER_NAMES
     from seres_jax.train import PRECISIONS, TrainConfig
 
-    p = sub.add_parser("train", help="train a model with optax")
+    p = sub.add_parser("train", help="train a model with optax", description=_DESCRIPTION)
+    p.__class__ = _TrainParser  # argparse makes subparsers of the parent's class
     d = TrainConfig()  # one source of truth for the recipe's defaults
+    _add_timm_arguments(p)
     # The flags named as TrainConfig's fields make the config (`run`); the others
     # (--workdir, --resume, --export, ...) steer the command.
     p.add_argument(
@@ -142,12 +151,7 @@ def add_arguments(sub: Subcommands) -> None:
         help="random crop + flip (default: the dataset's: on for cifar10 (pad-crop-flip), "
         "imagefolder and arrayrecord (RandomResizedCrop))",
     )
-    p.add_argument(
-        "--color-jitter",
-        type=float,
-        default=d.color_jitter,
-        help="image datasets: brightness/contrast/saturation jitter",
-    )
+    _add_augmentation_arguments(p, d)
     p.add_argument(
         "--precision",
         default=d.precision,
@@ -182,6 +186,70 @@ def add_arguments(sub: Subcommands) -> None:
     )
     p.add_argument("--no-progress", dest="progress", action="store_false")
     _add_compile_cache(p)
+
+
+_DESCRIPTION = (
+    "Train a model with optax. Every setting has a flag named as TrainConfig's field, mostly "
+    "timm's train.py flag names. Precedence: built-in defaults < --recipe < -c args.yaml < "
+    "command-line flags."
+)
+
+
+class _TrainParser(_Parser):
+    """``seres train``'s parser. As timm's train.py does with its ``-c`` file, a ``-c
+    args.yaml`` and a ``--recipe`` become the parser's defaults and the command line is parsed
+    again over them, so that every flag given wins."""
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        argv = list(sys.argv[1:] if args is None else args)
+        first, extras = super().parse_known_args(argv, copy.copy(namespace))
+        if first.config is None and first.recipe is None:
+            return first, extras
+        from .timm_args import resolve, unknown_warning
+
+        timm = resolve(first.config, first.recipe)
+        warning = unknown_warning(timm)
+        if warning is not None:
+            print(warning, file=sys.stderr)
+        # batch_size None: computed in `run` from timm's per-device batch and the devices.
+        self.set_defaults(**timm.flags, batch_size=None, timm=timm)
+        return super().parse_known_args(argv, namespace)
+
+
+def _add_timm_arguments(p: argparse.ArgumentParser) -> None:
+    from .recipes import RECIPES
+
+    g = p.add_argument_group(
+        "timm recipes",
+        "Precedence: built-in defaults < --recipe < -c args.yaml < command-line flags. A file's "
+        "batch_size is timm's (per device and micro-batch): seres' batch per update is it x the "
+        "devices x --grad-accum-steps; -b on the command line is the batch per update.",
+    )
+    g.add_argument(
+        "-c",
+        "--config",
+        type=Path,
+        metavar="ARGS_YAML",
+        help="rerun a timm train.py run from the args.yaml it wrote: every key seres implements "
+        "sets its flag; a key seres does not implement is refused unless at timm's default; "
+        "keys seres does not know are ignored with a warning",
+    )
+    g.add_argument(
+        "--recipe",
+        choices=tuple(RECIPES),
+        help="; ".join(r.summary for r in RECIPES.values()).replace("%", "%%")
+        + " (arXiv:2110.00476, Table 1; ImageNet-style --data-dir; model seresnet50 unless "
+        "--model)",
+    )
+    g.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the resolved configuration as JSON (as config.json records it, with the "
+        "batch mapping) and exit: no data read, nothing written",
+    )
+    p.set_defaults(timm=None)
 
 
 def _add_sched_arguments(p: argparse.ArgumentParser, d: Any) -> None:
@@ -271,9 +339,107 @@ def _add_regularisation_arguments(p: argparse.ArgumentParser, d: Any) -> None:
     p.add_argument("--val-crop-pct", type=float, help="per-epoch evaluation crop")
 
 
+def _add_augmentation_arguments(p: argparse.ArgumentParser, d: Any) -> None:
+    """timm's training transform, random erasing and repeated augmentation (its names; image
+    datasets)."""
+    from seres_jax.train.config import ERASE_MODES
+
+    p.add_argument(
+        "--color-jitter",
+        type=float,
+        default=d.color_jitter,
+        help="brightness/contrast/saturation jitter (timm's default: 0.4); off with --aa "
+        "unless the string has '3a', as in timm",
+    )
+    p.add_argument(
+        "--color-jitter-prob",
+        type=float,
+        help="apply the jitter with this probability (default: always)",
+    )
+    p.add_argument("--grayscale-prob", type=float, default=d.grayscale_prob)
+    p.add_argument(
+        "--aa",
+        help="timm's RandAugment (e.g. rand-m9-mstd0.5-inc1) or AutoAugment "
+        "(original, originalr, v0, v0r) policy (default: none)",
+    )
+    p.add_argument(
+        "--reprob",
+        type=float,
+        default=d.reprob,
+        help="random erasing probability, after normalisation on the device (default: 0)",
+    )
+    p.add_argument("--remode", choices=ERASE_MODES, default=d.remode, help="erasing fill")
+    p.add_argument("--recount", type=int, default=d.recount, help="erased boxes per image, at most")
+    p.add_argument(
+        "--resplit",
+        action="store_true",
+        help="timm's: no erasing on the first split (no effect without augmentation splits)",
+    )
+    p.add_argument(
+        "--aug-repeats",
+        type=float,
+        default=d.aug_repeats,
+        help="repeated augmentation: each image this many times per epoch, spread over the "
+        "processes (timm's RepeatAugSampler; 0: off)",
+    )
+    p.add_argument("--scale", type=float, nargs=2, default=list(d.scale), metavar=("LOW", "HIGH"))
+    p.add_argument("--ratio", type=float, nargs=2, default=list(d.ratio), metavar=("LOW", "HIGH"))
+    p.add_argument("--hflip", type=float, default=d.hflip, help="horizontal flip probability")
+    p.add_argument("--vflip", type=float, default=d.vflip, help="vertical flip probability")
+    p.add_argument(
+        "--train-interpolation",
+        help="random, or a PIL filter name (default: the model's interpolation; timm's: random)",
+    )
+
+
+def _timm_batch(args: argparse.Namespace, fields: dict[str, Any], devices: int) -> str | None:
+    """Set ``fields["batch_size"]`` from a ``-c`` file or ``--recipe`` unless ``-b`` was given:
+    a file's batch_size is timm's, per device and micro-batch (seres' batch per update is it x
+    the devices x the accumulation steps); a recipe's is the paper's batch per update. Returns
+    the line that says so for a per-device batch."""
+    from .timm_args import batch_note
+
+    timm = args.timm
+    if fields["batch_size"] is not None:
+        return None
+    if timm.per_device is None:
+        fields["batch_size"] = timm.global_batch
+        return None
+    accum = max(fields["grad_accum_steps"], 1)
+    fields["batch_size"] = timm.per_device * devices * accum
+    return batch_note(timm.label, timm.per_device, devices, accum)
+
+
+def _unused_zero_rates(fields: dict[str, Any]) -> None:
+    """A dropout or stochastic-depth rate of 0 (timm's train.py always passes --drop 0) on a
+    model without that layer is the model itself, not an error."""
+    from seres_jax.registry import MODELS, parse_arch
+
+    name, _ = parse_arch(fields["model"])  # validates the name before anything is read
+    accepted = MODELS[name].arguments()
+    for flag, argument in (("drop", "drop_rate"), ("drop_path", "drop_path_rate")):
+        if fields[flag] == 0 and argument not in accepted:
+            fields[flag] = None
+
+
+def _printed_config(config: Any, note: str | None, devices: int) -> dict[str, Any]:
+    """What ``--print-config`` prints: the config as the run's config.json would record it
+    (its lr resolved, its augmentation decided) and how its batch splits."""
+    recorded = dataclasses.replace(config.resolved(), augment=config.augments)
+    accum = max(recorded.grad_accum_steps, 1)
+    batch = {
+        "per_update": recorded.batch_size,
+        "devices": devices,
+        "grad_accum_steps": accum,
+        "per_device": recorded.batch_size // (devices * accum),
+        "note": note,
+    }
+    return {"config": dataclasses.asdict(recorded), "batch": batch}
+
+
 def run(args: argparse.Namespace) -> int:
     from seres_jax.data import load_dataset
-    from seres_jax.registry import build_flax, parse_arch, variables_template
+    from seres_jax.registry import build_flax, variables_template
     from seres_jax.train import (
         CURVES_FILE,
         TrainConfig,
@@ -299,16 +465,26 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--override goes with --resume")
     _warnings_to_stderr()
     initialize_distributed()
+    mesh = make_mesh()
     fields = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
+    note = _timm_batch(args, fields, mesh.size)
+    _unused_zero_rates(fields)
     if fields["opt_betas"] is not None:
         fields["opt_betas"] = tuple(fields["opt_betas"])
     fields["decay_milestones"] = tuple(fields["decay_milestones"])
+    fields["scale"], fields["ratio"] = tuple(fields["scale"]), tuple(fields["ratio"])
+    if not float(fields["aug_repeats"]).is_integer():
+        raise UsageError(f"--aug-repeats takes a whole number, got {fields['aug_repeats']}")
+    fields["aug_repeats"] = int(fields["aug_repeats"])
     if fields["lr"] is None and fields["lr_base"] is None:
         fields["lr"] = TrainConfig.lr  # seres' default; timm's is --lr-base 0.1, scaled
     config = TrainConfig(**fields)
-    parse_arch(args.model)  # validates the name before the data is loaded
-    mesh = make_mesh()
     config.validate(mesh.size)  # before the data is read (with the seed) and the workdir exists
+    if args.print_config:
+        print(json.dumps(_printed_config(config, note, mesh.size), indent=2))
+        return 0
+    if note is not None:
+        print(note)
     dataset = load_dataset(args.dataset, config.data_dir, config.seed, config.data_options())
     arch = run_arch(config, dataset.image_shape[-1], dataset.num_classes)
     variables_template(arch)  # widths its numbers make impossible: one line, no workdir

@@ -6,11 +6,13 @@ holds none of it.
 
 * ``digits``, ``cifar10``, ``synthetic``: in host memory (``seres_jax.data.arrays``); CIFAR-10
   trains with pad-crop-flip.
-* ``imagefolder``: ``DATA_DIR/train/<class>/*`` and ``DATA_DIR/val/<class>/*`` image files;
+* ``imagefolder``: ``DATA_DIR/train/<class>/*`` and ``DATA_DIR/val/<class>/*`` (or
+  ``valid/``, ``validation/``, ``eval/``, ``evaluation/``, as timm) image files;
   ``arrayrecord``: the shards ``seres data pack`` writes from such a folder. Both decode and
   preprocess with timm's transforms (``seres_jax.data.images``): the eval transform of the
   model's pretrained data config (``DataOptions.data_config``), the train transform
-  ``RandomResizedCrop`` + flip (+ colour jitter).
+  ``RandomResizedCrop`` + flips (+ auto-augment, colour jitter, greyscale), timm's
+  ``transforms_imagenet_train``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from .arrays import (
     DataError,
@@ -26,8 +29,9 @@ from .arrays import (
     load_digits,
     load_synthetic,
 )
+from .auto_augment import create_auto_augment
 from .folders import ImageFolderSource
-from .images import DataConfig, EvalTransform, TrainTransform
+from .images import DEFAULT_RATIO, DEFAULT_SCALE, DataConfig, EvalTransform, TrainTransform
 from .pipeline import ArraySource, PadCropFlip, Splits
 from .records import ArrayRecordSource
 
@@ -42,6 +46,8 @@ __all__ = [
 ]
 
 DataDir = str | os.PathLike[str] | None
+# The validation split's directory names timm's image-folder reader accepts, in its order.
+VAL_SPLIT_NAMES = ("val", "valid", "validation", "eval", "evaluation")
 
 
 @dataclass(frozen=True)
@@ -59,6 +65,35 @@ class DataOptions:
     color_jitter: float = 0.0
     skip_bad_images: bool = False
     synthetic_size: int | None = None
+    # timm's training transform beyond the crop (image datasets): RandAugment/AutoAugment,
+    # the crop's scale, ratio and interpolation (None: data_config's), flips, the jitter's
+    # and greyscale's probabilities.
+    auto_augment: str | None = None
+    scale: tuple[float, float] = DEFAULT_SCALE
+    ratio: tuple[float, float] = DEFAULT_RATIO
+    train_interpolation: str | None = None
+    hflip: float = 0.5
+    vflip: float = 0.0
+    color_jitter_prob: float | None = None
+    grayscale_prob: float = 0.0
+
+    def train_transform(self) -> TrainTransform:
+        """timm's ``transforms_imagenet_train`` for these options, up to ``ToTensor``: the
+        auto-augment's hyper-parameters from the training size, mean and interpolation, and
+        the colour jitter off under an auto-augment unless its string has ``3a``, as timm."""
+        config = self.data_config
+        interpolation = self.train_interpolation or config.interpolation
+        policy = None
+        if self.auto_augment:
+            policy = create_auto_augment(
+                self.auto_augment, config.input_size, config.mean, interpolation
+            )
+        return TrainTransform(
+            config.input_size, interpolation, self.scale, self.ratio, self.hflip,
+            self.color_jitter, vflip=self.vflip, color_jitter_prob=self.color_jitter_prob,
+            grayscale_prob=self.grayscale_prob, auto_augment=policy,
+            color_jitter_with_aa="3a" in (self.auto_augment or ""),
+        )  # fmt: skip
 
 
 def splits_from_arrays(dataset: Dataset, augment: bool = False) -> Splits:
@@ -99,11 +134,7 @@ def _image_splits(
     config = options.data_config
     size = config.input_size
     eval_transform = EvalTransform(size, config.crop_pct, config.interpolation)
-    train_transform = (
-        TrainTransform(size, config.interpolation, color_jitter=options.color_jitter)
-        if options.augment
-        else eval_transform
-    )
+    train_transform = options.train_transform() if options.augment else eval_transform
     if options.val_config is not None:
         at = options.val_config
         eval_transform = EvalTransform(at.input_size, at.crop_pct, at.interpolation)
@@ -125,7 +156,9 @@ def _imagefolder(data_dir: DataDir, seed: int, options: DataOptions) -> Splits:
     skip = options.skip_bad_images
     train = ImageFolderSource(root, "train", skip_bad_images=skip)
     # Each source reports the files it skipped (a warning of seres_jax.data.folders).
-    val = ImageFolderSource(root, "val", classes=train.classes, skip_bad_images=skip)
+    # timm's folder reader finds the validation split under any of these names.
+    split = next((n for n in VAL_SPLIT_NAMES if (Path(root) / n).is_dir()), "val")
+    val = ImageFolderSource(root, split, classes=train.classes, skip_bad_images=skip)
     return _image_splits("imagefolder", train, val, options)
 
 

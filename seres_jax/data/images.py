@@ -2,26 +2,29 @@
 
 Owns decoding encoded files to RGB (``Image.open(f).convert("RGB")``, torchvision's
 ``ImageFolder`` loader), timm's evaluation transform (resize the shorter side to
-``floor(size / crop_pct)``, centre crop), torchvision's ``RandomResizedCrop`` rule, horizontal
-flip and colour jitter for training, ``ToTensor`` + ``Normalize`` as one array function, the
-data configuration a model's weights expect (``DataConfig``), and the grain transforms that
-turn a source element ``{"image": bytes, "label": int, "name": str}`` into
+``floor(size / crop_pct)``, centre crop), timm's training transform up to ``ToTensor`` (the
+``RandomResizedCrop`` rule with a fixed or random interpolation, horizontal and vertical flips,
+a place for auto-augment, colour jitter, random greyscale), ``ToTensor`` + ``Normalize`` as one
+array function, the data configuration a model's weights expect (``DataConfig``), and the
+grain transforms that turn a source element ``{"image": bytes, "label": int, "name": str}`` into
 ``(uint8 HWC RGB array, int32 label)``.
 
 The pixels equal timm's: the same PIL calls with the same sizes and rounding (checked against
-recorded timm/torchvision outputs in ``parity_tests/test_images.py``). Random draws come from
-a numpy ``Generator``, not torch's RNG, so a seeded run is reproducible here but does not
-draw the same crops as a torch run. EXIF orientation is not applied (torchvision does not).
+recorded timm/torchvision outputs in ``parity_tests/test_images.py`` and
+``parity_tests/test_train_transforms.py``). Random draws come from a numpy ``Generator``, not
+torch's RNG, so a seeded run is reproducible here but does not draw the same crops as a torch
+run. EXIF orientation is not applied (torchvision does not).
 """
 
 from __future__ import annotations
 
 import io
 import math
+import numbers
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
 import grain.python as grain
 import numpy as np
@@ -33,6 +36,8 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "INTERPOLATIONS",
+    "RANDOM_INTERPOLATIONS",
+    "AutoAugment",
     "DataConfig",
     "EvalTransform",
     "TrainTransform",
@@ -55,6 +60,9 @@ INTERPOLATIONS: dict[str, Image.Resampling] = {
     "hamming": Image.Resampling.HAMMING,
     "lanczos": Image.Resampling.LANCZOS,
 }
+# timm's training interpolation "random" (its default --train-interpolation): each image is
+# resized with one of these, drawn with equal odds (timm's _RANDOM_INTERPOLATION).
+RANDOM_INTERPOLATIONS = ("bilinear", "bicubic")
 DEFAULT_SCALE = (0.08, 1.0)
 DEFAULT_RATIO = (3 / 4, 4 / 3)
 # What PIL raises on damaged or hostile input: its plugins use OSError (truncated data,
@@ -70,6 +78,10 @@ _DECODE_ERRORS = (
 )
 
 _Array = TypeVar("_Array")
+# An auto-augment policy (timm's RandAugment and kin) for ``train_crop``: the PIL image after
+# the flips and the image's generator in, the augmented image out; its draws come from the
+# generator, after the flips' and before the colour jitter's.
+AutoAugment: TypeAlias = Callable[[Image.Image, np.random.Generator], Image.Image]
 
 
 def _resample(interpolation: str) -> Image.Resampling:
@@ -99,6 +111,23 @@ def _check_range(values: Sequence[float], what: str) -> tuple[float, float]:
     return low, high
 
 
+def _check_probability(value: Any, what: str) -> None:
+    number = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if not (number and 0.0 <= value <= 1.0):
+        raise DataError(f"{what} must be a probability in [0, 1], got {value!r}")
+
+
+def _train_resamples(interpolation: str) -> tuple[Image.Resampling, ...]:
+    """The PIL filters a training crop picks from: one, or timm's two for ``"random"``."""
+    if interpolation == "random":
+        return tuple(INTERPOLATIONS[name] for name in RANDOM_INTERPOLATIONS)
+    if interpolation not in INTERPOLATIONS:
+        raise DataError(
+            f"unknown interpolation {interpolation!r}; known: {', '.join(INTERPOLATIONS)}, random"
+        )
+    return (INTERPOLATIONS[interpolation],)
+
+
 def _check_train_args(
     size: int,
     interpolation: str,
@@ -106,16 +135,30 @@ def _check_train_args(
     ratio: Sequence[float],
     hflip: float,
     color_jitter: float,
-) -> Image.Resampling:
-    """Validates ``train_crop``'s arguments; returns the PIL filter."""
+    vflip: float,
+    color_jitter_prob: float | None,
+    grayscale_prob: float,
+    auto_augment: AutoAugment | None,
+    color_jitter_with_aa: bool,
+) -> tuple[Image.Resampling, ...]:
+    """Validates ``train_crop``'s arguments; returns the PIL filters to pick from."""
     _check_size(size)
     _check_range(scale, "scale")
     _check_range(ratio, "ratio")
-    if not 0.0 <= hflip <= 1.0:
-        raise DataError(f"hflip must be a probability in [0, 1], got {hflip!r}")
-    if not color_jitter >= 0:
+    _check_probability(hflip, "hflip")
+    _check_probability(vflip, "vflip")
+    if not (isinstance(color_jitter, numbers.Real) and color_jitter >= 0):
         raise DataError(f"color_jitter must be >= 0, got {color_jitter!r}")
-    return _resample(interpolation)
+    if color_jitter_prob is not None:
+        _check_probability(color_jitter_prob, "color_jitter_prob")
+    _check_probability(grayscale_prob, "grayscale_prob")
+    if not isinstance(color_jitter_with_aa, bool):
+        raise DataError(f"color_jitter_with_aa must be True or False, got {color_jitter_with_aa!r}")
+    if auto_augment is not None and not callable(auto_augment):
+        raise DataError(
+            f"auto_augment must be a callable (image, rng) -> image, got {auto_augment!r}"
+        )
+    return _train_resamples(interpolation)
 
 
 def _first(*values: Any) -> Any:
@@ -299,25 +342,71 @@ def train_crop(
     ratio: Sequence[float] = DEFAULT_RATIO,
     hflip: float = 0.5,
     color_jitter: float = 0.0,
+    *,
+    vflip: float = 0.0,
+    color_jitter_prob: float | None = None,
+    grayscale_prob: float = 0.0,
+    auto_augment: AutoAugment | None = None,
+    color_jitter_with_aa: bool = False,
 ) -> np.ndarray:
-    """timm's training transform without auto-augment up to ``ToTensor``:
-    ``RandomResizedCrop``, ``RandomHorizontalFlip(hflip)``, and with ``color_jitter > 0``
-    torchvision's ``ColorJitter(c, c, c)`` (brightness, contrast, saturation factors uniform
-    in ``[max(0, 1 - c), 1 + c]``, applied in a random order); uint8 ``(size, size, 3)``.
+    """timm's training transform (``transforms_imagenet_train``, crop mode ``"rrc"``) up to
+    ``ToTensor``; uint8 ``(size, size, 3)``. In timm's order:
 
-    Draws from ``rng``, in this order: the crop box (``random_resized_crop_box``), one
-    uniform for the flip (always drawn), then with jitter a permutation of the three
-    adjustments and their three factors (brightness, contrast, saturation)."""
-    resample = _check_train_args(size, interpolation, scale, ratio, hflip, color_jitter)
+    1. ``RandomResizedCropAndInterpolation(size, scale, ratio, interpolation)``:
+       ``interpolation="random"`` resizes each crop with bilinear or bicubic, drawn with equal
+       odds (``RANDOM_INTERPOLATIONS``), as timm's default ``--train-interpolation``;
+    2. ``RandomHorizontalFlip(hflip)``, then ``RandomVerticalFlip(vflip)`` if ``vflip > 0``;
+    3. ``auto_augment(image, rng)`` if given (timm's ``--aa``: the policy, built by the caller);
+    4. with ``color_jitter > 0``: torchvision's ``ColorJitter(c, c, c)`` (brightness, contrast,
+       saturation factors uniform in ``[max(0, 1 - c), 1 + c]``, applied in a random order),
+       inside ``RandomApply(p=color_jitter_prob)`` when that is given. With ``auto_augment``
+       timm leaves the jitter out unless told otherwise (``--force-color-jitter``, or a
+       ``'3a'`` policy): ``color_jitter_with_aa=True`` keeps it;
+    5. ``RandomGrayscale(grayscale_prob)`` if ``grayscale_prob > 0``: torchvision's
+       ``rgb_to_grayscale`` on PIL, ``convert("L")`` as three equal channels.
+
+    Draws from ``rng``, in this order: the crop box (``random_resized_crop_box``); with
+    ``"random"`` one integer in ``[0, 2)`` for the interpolation; one uniform for the
+    horizontal flip (always drawn, even for ``hflip=0``); with ``vflip > 0`` one uniform for
+    the vertical flip; the auto-augment's own draws; with jitter, the ``RandomApply`` uniform
+    if ``color_jitter_prob`` is given (applied unless ``color_jitter_prob <`` it, as
+    torchvision compares), then if applied a permutation of the three adjustments and their
+    three factors (brightness, contrast, saturation); with ``grayscale_prob > 0`` one uniform.
+    A step whose option is off draws nothing, so the defaults draw as ``train_crop`` always
+    has: box, flip, jitter."""
+    resamples = _check_train_args(
+        size,
+        interpolation,
+        scale,
+        ratio,
+        hflip,
+        color_jitter,
+        vflip,
+        color_jitter_prob,
+        grayscale_prob,
+        auto_augment,
+        color_jitter_with_aa,
+    )
     box = random_resized_crop_box(rng, img.width, img.height, scale, ratio)
+    resample = resamples[int(rng.integers(len(resamples)))] if len(resamples) > 1 else resamples[0]
     out = _resized_crop_image(img, box, size, resample)
     if rng.random() < hflip:
         out = out.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-    if color_jitter > 0:
+    if vflip > 0 and rng.random() < vflip:
+        out = out.transpose(Image.Transpose.FLIP_TOP_BOTTOM)
+    if auto_augment is not None:
+        out = auto_augment(out, rng)
+    jitter = color_jitter > 0 and (auto_augment is None or color_jitter_with_aa)
+    if jitter and color_jitter_prob is not None:
+        # torchvision's RandomApply skips when p < u: u == p applies (p = 1 always does).
+        jitter = not color_jitter_prob < rng.random()
+    if jitter:
         order = rng.permutation(len(_JITTERS))
         factors = rng.uniform(max(0.0, 1.0 - color_jitter), 1.0 + color_jitter, len(_JITTERS))
         for index in order:
             out = _JITTERS[index](out).enhance(float(factors[index]))
+    if grayscale_prob > 0 and rng.random() < grayscale_prob:
+        out = out.convert("L").convert("RGB")
     return np.array(out)
 
 
@@ -351,7 +440,9 @@ class EvalTransform(grain.MapTransform):
 
 class TrainTransform(grain.RandomMapTransform):
     """grain transform: source element and grain's per-element generator ->
-    ``(train_crop uint8 (size, size, 3), int32 label)``."""
+    ``(train_crop uint8 (size, size, 3), int32 label)``, with ``train_crop``'s options. Workers
+    receive it pickled: an ``auto_augment`` must pickle (a module-level function or an
+    object, not a lambda)."""
 
     def __init__(
         self,
@@ -361,11 +452,32 @@ class TrainTransform(grain.RandomMapTransform):
         ratio: Sequence[float] = DEFAULT_RATIO,
         hflip: float = 0.5,
         color_jitter: float = 0.0,
+        *,
+        vflip: float = 0.0,
+        color_jitter_prob: float | None = None,
+        grayscale_prob: float = 0.0,
+        auto_augment: AutoAugment | None = None,
+        color_jitter_with_aa: bool = False,
     ) -> None:
-        _check_train_args(size, interpolation, scale, ratio, hflip, color_jitter)
+        _check_train_args(
+            size,
+            interpolation,
+            scale,
+            ratio,
+            hflip,
+            color_jitter,
+            vflip,
+            color_jitter_prob,
+            grayscale_prob,
+            auto_augment,
+            color_jitter_with_aa,
+        )
         self.size, self.interpolation = size, interpolation
         self.scale, self.ratio = tuple(scale), tuple(ratio)
         self.hflip, self.color_jitter = hflip, color_jitter
+        self.vflip, self.color_jitter_prob = vflip, color_jitter_prob
+        self.grayscale_prob = grayscale_prob
+        self.auto_augment, self.color_jitter_with_aa = auto_augment, color_jitter_with_aa
 
     def random_map(
         self, element: dict[str, Any], rng: np.random.Generator
@@ -380,5 +492,10 @@ class TrainTransform(grain.RandomMapTransform):
             self.ratio,
             self.hflip,
             self.color_jitter,
+            vflip=self.vflip,
+            color_jitter_prob=self.color_jitter_prob,
+            grayscale_prob=self.grayscale_prob,
+            auto_augment=self.auto_augment,
+            color_jitter_with_aa=self.color_jitter_with_aa,
         )
         return pixels, np.int32(element["label"])

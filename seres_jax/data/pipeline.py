@@ -13,6 +13,10 @@
   of ``batch_size // process_count`` records of every global batch, so the global batches are
   those of a one-process run. An epoch is ``len(train) // batch_size`` steps; batches run on
   across an epoch's end, so each record is seen once per epoch's worth of records.
+  With ``aug_repeats=N`` the order is timm's ``RepeatAugSampler`` instead
+  (``seres_jax.data.repeat_aug``): each epoch a permutation, each record repeated ``N`` times,
+  the repeats dealt to different processes, each process's share cut to timm's epoch length and
+  batched with its last partial batch dropped (``steps_per_epoch`` steps).
 * **Evaluation** (``eval_dataset``) reads a split once, in order, as ``(images, labels,
   weights)``: the last batch padded with weight-0 rows, and every process given the same
   number of batches.
@@ -44,6 +48,12 @@ from grain.experimental import ThreadPrefetchIterDataset
 
 from .arrays import DataError
 from .images import normalize
+from .repeat_aug import (
+    RepeatAugMapDataset,
+    repeat_epoch_length,
+    repeat_epoch_steps,
+    repeated_indices,
+)
 
 __all__ = [
     "ArraySource",
@@ -51,6 +61,10 @@ __all__ = [
     "Source",
     "Splits",
     "eval_dataset",
+    "repeat_epoch_length",
+    "repeat_epoch_steps",
+    "repeated_indices",
+    "steps_per_epoch",
     "stream_seed",
     "to_devices",
     "train_dataset",
@@ -139,8 +153,8 @@ def _shard(ds: grain.MapDataset) -> grain.MapDataset:
     return ds[jax.process_index() :: count] if count > 1 else ds
 
 
-def _local_batch(batch_size: int) -> int:
-    count = jax.process_count()
+def _local_batch(batch_size: int, count: int | None = None) -> int:
+    count = jax.process_count() if count is None else count
     if batch_size % count:
         raise DataError(f"batch size {batch_size} is not divisible by the {count} processes")
     return batch_size // count
@@ -154,23 +168,69 @@ def _with_transform(ds: grain.MapDataset, transform: Transform | None) -> grain.
     return ds.map(transform)
 
 
-def train_dataset(splits: Splits, batch_size: int, seed: int) -> grain.MapDataset:
+def _check_aug_repeats(aug_repeats: int) -> int:
+    if isinstance(aug_repeats, bool) or not isinstance(aug_repeats, int) or aug_repeats < 0:
+        raise DataError(f"aug_repeats must be an integer >= 0 (0: off), got {aug_repeats!r}")
+    return aug_repeats
+
+
+def steps_per_epoch(
+    num_images: int, batch_size: int, aug_repeats: int = 0, num_processes: int | None = None
+) -> int:
+    """Steps of one epoch of ``train_dataset(splits, batch_size, seed, aug_repeats)`` over
+    ``num_images`` training images, on ``num_processes`` processes (default: this run's).
+
+    Without repeats (``aug_repeats=0``) ``num_images // batch_size``, as
+    ``TrainConfig.steps`` counts it. With repeats, timm's: each process's
+    ``repeat_epoch_length`` records in batches of ``batch_size // num_processes``, the last
+    partial one dropped (``DataError`` where no step is left); for splits of at least 256
+    images that is ``num_images // 256 * 256 // batch_size`` whatever the process count."""
+    if _check_aug_repeats(aug_repeats) == 0:
+        return num_images // max(batch_size, 1)
+    count = jax.process_count() if num_processes is None else num_processes
+    return repeat_epoch_steps(num_images, aug_repeats, count, _local_batch(batch_size, count))
+
+
+def train_dataset(
+    splits: Splits, batch_size: int, seed: int, aug_repeats: int = 0
+) -> grain.MapDataset:
     """The endless stream of this process's training batches: element ``i`` is its share of
     step ``i``'s global batch of ``batch_size``, as ``(images, labels)``.
 
-    The stream is shuffled, repeated and transformed as a whole, then cut into blocks of
-    ``batch_size // process_count`` and dealt out in turn: process ``p`` reads block
-    ``i * process_count + p``, records no other process reads, and the processes' shares of a
-    step, joined in process order, are the one-process batch (augmentation draws included)."""
-    local = _local_batch(batch_size)
+    ``aug_repeats=0``: the stream is shuffled, repeated and transformed as a whole, then cut
+    into blocks of ``batch_size // process_count`` and dealt out in turn: process ``p`` reads
+    block ``i * process_count + p``, records no other process reads, and the processes' shares
+    of a step, joined in process order, are the one-process batch (augmentation draws
+    included).
+
+    ``aug_repeats=N >= 1``: timm's repeated augmentation (``RepeatAugMapDataset``): epoch
+    after epoch, process ``p`` reads its ``repeated_indices`` of the epoch's permutation in
+    batches of ``batch_size // process_count``, ``steps_per_epoch`` steps an epoch. The random
+    transform draws from the record's position in the global stream, so the ``N`` repeats of
+    an image are augmented differently, and (for splits of at least 256 images) a step's
+    global batch holds the same records and draws whatever the process count, in another
+    order within the batch."""
+    count = jax.process_count()
+    local = _local_batch(batch_size, count)
     if len(splits.train) < batch_size:
         raise DataError(
             f"batch size {batch_size} exceeds the {len(splits.train)} training images of "
             f"{splits.name}"
         )
-    ds = grain.MapDataset.source(splits.train).seed(stream_seed(seed)).shuffle().repeat()
+    source = grain.MapDataset.source(splits.train).seed(stream_seed(seed))
+    if _check_aug_repeats(aug_repeats):
+        stream = RepeatAugMapDataset(
+            source,
+            repeats=aug_repeats,
+            num_processes=count,
+            local_batch=local,
+            seed=stream_seed(seed),
+        )
+        mine = _with_transform(stream, splits.train_transform)
+        mine = mine[jax.process_index() :: count] if count > 1 else mine
+        return mine.batch(local, drop_remainder=True)
+    ds = source.shuffle().repeat()
     blocks = _with_transform(ds, splits.train_transform).batch(local, drop_remainder=True)
-    count = jax.process_count()
     return blocks[jax.process_index() :: count] if count > 1 else blocks
 
 

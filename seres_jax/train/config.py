@@ -21,10 +21,14 @@ import jax.numpy as jnp
 import optax
 
 from .. import optim
+from ..data.arrays import DataError
+from ..data.auto_augment import check_auto_augment
 from ..data.catalog import DATASETS, DataOptions
 from ..data.images import INTERPOLATIONS
+from ..data.pipeline import steps_per_epoch
 from ..ema import EmaConfig
 from ..optim import CLIP_MODES, SCHEDULE_NAMES, TIMM_OPTIMIZER_NAMES
+from ..random_erasing import RandomErasing
 from ..scheduler import LRSchedule, create_scheduler, scale_lr
 from .errors import TrainingError
 
@@ -32,6 +36,8 @@ PRECISIONS = {"fp32": None, "bf16": jnp.bfloat16}
 # timm's schedulers seres train steps.
 TIMM_SCHEDULES = ("cosine", "tanh", "poly", "step", "multistep", "constant", "plateau")
 # timm's --eval-metric: what the plateau scheduler watches (the EMA's, with an EMA).
+# timm's --remode values.
+ERASE_MODES = ("const", "rand", "pixel")
 EVAL_METRICS = {"top1": "val_acc", "top5": "val_acc5", "loss": "val_loss"}
 # The optimizers whose momentum (or beta1) torch's OneCycleLR cycles.
 _CYCLED = ("sgd", "momentum", "nesterov", "adamw")
@@ -125,6 +131,22 @@ class TrainConfig:
     model_ema_warmup: bool = False
     augment: bool | None = None
     color_jitter: float = 0.0
+    # timm's training transform and sampler (its train.py names): RandAugment/AutoAugment,
+    # random erasing (on the device, after normalisation), repeated augmentation, the crop's
+    # scale and ratio, flips, jitter and greyscale probabilities, the crop's interpolation.
+    aa: str | None = None
+    reprob: float = 0.0
+    remode: str = "pixel"
+    recount: int = 1
+    resplit: bool = False
+    aug_repeats: int = 0
+    scale: tuple[float, float] = (0.08, 1.0)
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    hflip: float = 0.5
+    vflip: float = 0.0
+    color_jitter_prob: float | None = None
+    grayscale_prob: float = 0.0
+    train_interpolation: str | None = None  # None: `interpolation`'s (timm's default: random)
     # Image datasets' preprocessing; None: the model's pretrained data config (timm's).
     image_size: int | None = None
     crop_pct: float | None = None
@@ -224,6 +246,25 @@ class TrainConfig:
              f"{self.micro_batch}"),
             (finite_at_least_0(self.color_jitter),
              f"color_jitter must be a finite number >= 0, got {self.color_jitter}"),
+            (0 <= self.reprob <= 1, f"reprob must be in [0, 1], got {self.reprob}"),
+            (self.remode in ERASE_MODES,
+             f"remode must be one of {', '.join(ERASE_MODES)}, got {self.remode!r}"),
+            (self.recount >= 1, f"recount must be >= 1, got {self.recount}"),
+            (self.aug_repeats >= 0, f"aug_repeats must be >= 0, got {self.aug_repeats}"),
+            (len(self.scale) == 2 and 0 < self.scale[0] <= self.scale[1] <= 1,
+             f"scale must be two numbers 0 < low <= high <= 1, got {self.scale}"),
+            (len(self.ratio) == 2 and 0 < self.ratio[0] <= self.ratio[1]
+             and math.isfinite(self.ratio[1]),
+             f"ratio must be two finite numbers 0 < low <= high, got {self.ratio}"),
+            (all(0 <= p <= 1 for p in (self.hflip, self.vflip, self.grayscale_prob)),
+             f"hflip, vflip and grayscale_prob must be in [0, 1], got {self.hflip}, "
+             f"{self.vflip} and {self.grayscale_prob}"),
+            (self.color_jitter_prob is None or 0 <= self.color_jitter_prob <= 1,
+             f"color_jitter_prob must be in [0, 1], got {self.color_jitter_prob}"),
+            (self.train_interpolation is None
+             or self.train_interpolation in (*INTERPOLATIONS, "random"),
+             f"train_interpolation must be random or one of {', '.join(INTERPOLATIONS)}, "
+             f"got {self.train_interpolation!r}"),
             (self.image_size is None or self.image_size >= 1,
              f"image_size must be >= 1, got {self.image_size}"),
             (self.crop_pct is None or 0 < self.crop_pct <= 1,
@@ -250,6 +291,11 @@ class TrainConfig:
                 if self.grad_accum_steps > 1 else "")),
         ]  # fmt: skip
         problems = [message for ok, message in checks if not ok]
+        if self.aa:
+            try:
+                check_auto_augment(self.aa)
+            except DataError as err:
+                problems.append(f"aa: {err}")
         if self.sched in TIMM_SCHEDULES and not problems:
             try:  # what timm itself would crash on or misapply (seres_jax.scheduler checks)
                 self.timm_schedule(1)
@@ -269,6 +315,14 @@ class TrainConfig:
         if not self.model_ema:
             return None
         return EmaConfig(decay=self.model_ema_decay, use_warmup=self.model_ema_warmup)
+
+    def erasing(self) -> RandomErasing | None:
+        """timm's ``RandomErasing(reprob, mode=remode, max_count=recount)``, or ``None`` with
+        ``reprob`` 0. ``resplit`` acts only on augmentation splits, which seres does not
+        make: it changes nothing here, as in timm without ``--aug-splits``."""
+        if not self.reprob:
+            return None
+        return RandomErasing(self.reprob, mode=self.remode, max_count=self.recount)
 
     @property
     def augments(self) -> bool:
@@ -303,14 +357,24 @@ class TrainConfig:
             color_jitter=self.color_jitter,
             skip_bad_images=self.skip_bad_images,
             synthetic_size=self.image_size,
+            auto_augment=self.aa,
+            scale=self.scale,
+            ratio=self.ratio,
+            train_interpolation=self.train_interpolation,
+            hflip=self.hflip,
+            vflip=self.vflip,
+            color_jitter_prob=self.color_jitter_prob,
+            grayscale_prob=self.grayscale_prob,
         )
 
     def steps(self, num_train: int) -> RunSteps:
         """The run's length in steps over ``num_train`` training images (the one place it is
         computed: ``fit`` and the command line's progress bar both use it). With timm's
+        ``aug_repeats`` an epoch is timm's ``RepeatAugSampler`` epoch
+        (``seres_jax.data.steps_per_epoch``). With timm's
         ``sched`` the run trains timm's epoch count (its cycles and ``cooldown_epochs``
         included, as timm's ``create_scheduler_v2`` returns it)."""
-        per_epoch = num_train // max(self.batch_size, 1)
+        per_epoch = steps_per_epoch(num_train, self.batch_size, self.aug_repeats)
         epochs = self.epochs if self.sched is None else self.timm_schedule(per_epoch).num_epochs
         total = epochs * per_epoch
         return RunSteps(per_epoch, total, min(total, self.max_steps or total))

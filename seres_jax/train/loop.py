@@ -274,11 +274,11 @@ def fit(
     # timm's plateau scheduler: on the host, fed each epoch's metric, its lr set in the state.
     plateau = config.timm_schedule(run.per_epoch).plateau if config.sched == "plateau" else None
     tx = config.make_tx(schedule, run.total)
-    steps = compile_steps(mesh, config.grad_accum_steps)
+    steps = compile_steps(mesh, config.grad_accum_steps, config.erasing())
     state = TrainState.create(model.apply, variables, tx, ema=config.ema_config())
     state = jax.device_put(state, steps.replicated)
     options = jax.device_put(StepOptions.from_config(config), steps.replicated)
-    batches = train_dataset(splits, config.batch_size, config.seed)
+    batches = train_dataset(splits, config.batch_size, config.seed, config.aug_repeats)
 
     def read_from(position: int) -> Any:
         return iter(to_devices(batches[position:], steps.batch, workers=config.workers,

@@ -34,6 +34,7 @@ from .. import compiler
 from ..data import stream_seed
 from ..losses import binary_cross_entropy, cross_entropy
 from ..mixup import MixupConfig, draw_mix, mix_images, mixup_target
+from ..random_erasing import RandomErasing, random_erasing
 from .config import TrainConfig
 from .state import TrainState
 
@@ -133,10 +134,15 @@ def _micro_step(
     key: jax.Array,
     options: StepOptions,
     scale: float,
+    erasing: RandomErasing | None = None,
 ) -> tuple[Any, Any, jax.Array, jax.Array]:
     """Gradients wrt ``state.params`` of the loss over ``scale`` on one (micro-)batch:
-    ``(grads, batch_stats, loss, logits)``, BatchNorm in train mode updating ``batch_stats``."""
+    ``(grads, batch_stats, loss, logits)``, BatchNorm in train mode updating ``batch_stats``.
+    The images are randomly erased (timm's ``RandomErasing``, a per-image transform) before
+    they are mixed (timm's ``Mixup``, on the batch), as timm's loader and loop order them."""
     mix_key, dropout_key = jax.random.split(key)
+    if erasing is not None:
+        images = random_erasing(jax.random.fold_in(key, 1), images, erasing)
     lam = jnp.ones((), jnp.float32)
     if images.shape[0] % 2 == 0:  # timm mixes even batches only (`TrainConfig` checks)
         mixing = MixupConfig(options.mixup, options.cutmix, options.mix_prob, options.switch_prob)
@@ -199,6 +205,7 @@ def _accumulate(
     index: jax.typing.ArrayLike,
     options: StepOptions,
     count: int,
+    erasing: RandomErasing | None = None,
 ) -> _Accumulated:
     """``acc`` with micro-batch ``index`` of ``count`` added, as timm's ``--grad-accum-steps``
     runs it: its own mixup and dropout draws, the BatchNorm statistics carried on, its loss
@@ -206,7 +213,7 @@ def _accumulate(
     x, y = _micro_batch(images, count, index), _micro_batch(labels, count, index)
     key = jax.random.fold_in(_step_key(state, options), index)
     grads, batch_stats, loss, logits = _micro_step(
-        state, acc.batch_stats, x, y, key, options, count
+        state, acc.batch_stats, x, y, key, options, count, erasing
     )
     counted = _metrics(logits, y, jnp.ones(y.shape, jnp.float32), loss * y.shape[0])
     return _Accumulated(
@@ -251,6 +258,7 @@ def train_step(
     options: StepOptions | jax.typing.ArrayLike = 0.0,
     *,
     grad_accum_steps: int = 1,
+    erasing: RandomErasing | None = None,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
     """One optimizer update on a batch; BatchNorm in train mode (batch statistics).
 
@@ -263,9 +271,10 @@ def train_step(
     micro-batches of 64 take the temporary memory of one batch of 256); ``compile_steps``
     runs each micro-batch as its own program instead, in the memory of one. With an EMA in
     the state (``TrainState.create(..., ema=EmaConfig(...))``) it is updated after the
-    optimizer. Returns the new state and the batch's metrics: ``loss``, the mean loss the
-    step minimised; ``loss_sum``, that mean times the batch size; ``correct`` (against the
-    unmixed labels) and ``count``.
+    optimizer. ``erasing`` (static): timm's random erasing of each (micro-)batch's images,
+    before mixup (``seres_jax.random_erasing``). Returns the new state and the batch's
+    metrics: ``loss``, the mean loss the step minimised; ``loss_sum``, that mean times the
+    batch size; ``correct`` (against the unmixed labels) and ``count``.
     """
     options = _as_options(options)
     if images.shape[0] % grad_accum_steps:
@@ -274,14 +283,21 @@ def train_step(
         )
     if grad_accum_steps == 1:
         grads, batch_stats, loss, logits = _micro_step(
-            state, state.batch_stats, images, labels, _step_key(state, options), options, 1
+            state,
+            state.batch_stats,
+            images,
+            labels,
+            _step_key(state, options),
+            options,
+            1,
+            erasing,
         )
         weights = jnp.ones(labels.shape, jnp.float32)
         metrics = _metrics(logits, labels, weights, loss * labels.shape[0])
         return _update(state, grads, batch_stats, loss, metrics)
     acc = _start(state)
     for index in range(grad_accum_steps):
-        acc = _accumulate(state, acc, images, labels, index, options, grad_accum_steps)
+        acc = _accumulate(state, acc, images, labels, index, options, grad_accum_steps, erasing)
     return _finish(state, acc)
 
 
@@ -325,7 +341,11 @@ class CompiledSteps:
 
 
 def _accumulating_train(
-    mesh: Mesh, grad_accum_steps: int, replicated: NamedSharding, batch: NamedSharding
+    mesh: Mesh,
+    grad_accum_steps: int,
+    erasing: RandomErasing | None,
+    replicated: NamedSharding,
+    batch: NamedSharding,
 ) -> Callable[..., tuple[TrainState, dict[str, jax.Array]]]:
     """``train_step(..., grad_accum_steps)`` as one program per micro-batch and one for the
     update, so that one micro-batch's activations are alive at a time on any backend (timm's
@@ -333,7 +353,7 @@ def _accumulating_train(
     platform = mesh.devices.flat[0].platform
     start = compiler.jit(_start, platform=platform, out_shardings=replicated)
     accumulate = compiler.jit(
-        functools.partial(_accumulate, count=grad_accum_steps),
+        functools.partial(_accumulate, count=grad_accum_steps, erasing=erasing),
         platform=platform,
         in_shardings=(replicated, replicated, batch, batch, replicated, replicated),
         out_shardings=replicated,
@@ -369,19 +389,22 @@ def _accumulating_train(
 
 
 @functools.cache
-def compile_steps(mesh: Mesh, grad_accum_steps: int = 1) -> CompiledSteps:
-    """Jit the steps for ``mesh`` (once: the result is cached per mesh and accumulation
-    count), compiled with ``seres_jax.compiler``'s options for the mesh's platform; the train
+def compile_steps(
+    mesh: Mesh, grad_accum_steps: int = 1, erasing: RandomErasing | None = None
+) -> CompiledSteps:
+    """Jit the steps for ``mesh`` (once: the result is cached per mesh, accumulation count and
+    erasing), compiled with ``seres_jax.compiler``'s options for the mesh's platform; the train
     step accumulates ``grad_accum_steps`` micro-batches per update (see ``train_step``), each
-    micro-batch its own program, so that accumulation needs the memory of one."""
+    micro-batch its own program, so that accumulation needs the memory of one, and erases
+    with ``erasing``."""
     replicated = NamedSharding(mesh, PartitionSpec())
     batch = NamedSharding(mesh, PartitionSpec(DATA_AXIS))
     platform = mesh.devices.flat[0].platform
     if grad_accum_steps > 1:
-        train = _accumulating_train(mesh, grad_accum_steps, replicated, batch)
+        train = _accumulating_train(mesh, grad_accum_steps, erasing, replicated, batch)
     else:
         train = compiler.jit(
-            train_step,
+            functools.partial(train_step, erasing=erasing),
             platform=platform,
             in_shardings=(replicated, batch, batch, replicated),
             out_shardings=(replicated, replicated),
