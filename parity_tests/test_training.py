@@ -126,6 +126,13 @@ def test_resume_continues_the_same_trajectory(tmp_path):
         (["--sched", "step", "--lr-base", "-1"], "lr_base must be a finite number > 0"),
         (["--export", "model.pt"], "--export must name a .safetensors file"),
         (["--batch-size", "5000"], "exceeds the 1438 training images"),
+        (["--aa", "rand-m9-x3"], "unknown section 'x3'"),
+        (["--aa", "rand-m40"], "magnitude m40 is beyond mmax 10"),
+        (["--aa", "augmix-m5"], "aa: "),
+        (["--reprob", "1.5"], "reprob must be in [0, 1]"),
+        (["--aug-repeats", "0"], "--aug-repeats: must be a whole number >= 1"),
+        # timm's epoch of 1438 // 256 * 256 = 1280 images holds no batch of 1400.
+        (["--aug-repeats", "3", "--batch-size", "1400"], "fewer than its batch of 1400"),
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(argv, message, tmp_path, capsys):

@@ -339,6 +339,20 @@ def _add_regularisation_arguments(p: argparse.ArgumentParser, d: Any) -> None:
     p.add_argument("--val-crop-pct", type=float, help="per-epoch evaluation crop")
 
 
+def _repeats(text: str) -> int:
+    """``--aug-repeats``: a whole number >= 1, as timm writes it too (``3`` or ``3.0``); no
+    repeated augmentation is the flag left out (a file's ``aug_repeats: 0`` is the default)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}") from None
+    if not (value.is_integer() and value >= 1):
+        raise argparse.ArgumentTypeError(
+            f"must be a whole number >= 1 (leave it out for no repeated augmentation), got {text}"
+        )
+    return int(value)
+
+
 def _add_augmentation_arguments(p: argparse.ArgumentParser, d: Any) -> None:
     """timm's training transform, random erasing and repeated augmentation (its names; image
     datasets)."""
@@ -377,10 +391,11 @@ def _add_augmentation_arguments(p: argparse.ArgumentParser, d: Any) -> None:
     )
     p.add_argument(
         "--aug-repeats",
-        type=float,
+        type=_repeats,
         default=d.aug_repeats,
-        help="repeated augmentation: each image this many times per epoch, spread over the "
-        "processes (timm's RepeatAugSampler; 0: off)",
+        metavar="N",
+        help="repeated augmentation: each image N >= 1 times per epoch, spread over the "
+        "processes (timm's RepeatAugSampler; default: off)",
     )
     p.add_argument("--scale", type=float, nargs=2, default=list(d.scale), metavar=("LOW", "HIGH"))
     p.add_argument("--ratio", type=float, nargs=2, default=list(d.ratio), metavar=("LOW", "HIGH"))
