@@ -2,7 +2,9 @@
 ``jax.jit`` against the PyTorch twins (eager and ``torch.compile``), JAX's first step with a
 cold and a warm persistent compilation cache, the weight converter against a plain copy, and on
 an image folder the training input pipeline against a torch ``DataLoader`` and ``seres eval``
-against ``seres_torch``, and (opt-in) what timm's recipe pieces cost in the JAX training step.
+against ``seres_torch``, and (opt-in) what timm's recipe pieces cost in the JAX training step
+and the input pipeline with timm's RandAugment and random erasing against a DataLoader running
+timm's own transform (timm's side in an interpreter of its own).
 
 The package owns the measurement protocol and its report, nothing else: the models, the train
 step and the optimizers come from ``seres_jax`` / ``seres_torch`` unchanged.
@@ -36,6 +38,8 @@ One module per job:
 | ``eval_speed`` | one framework's evaluation speed on the folder, end to end and model only |
 | ``data_bench`` | the data benchmarks' run, results, ratios and Markdown sections |
 | ``recipe_overhead`` | timm's recipe pieces (EMA, drop path, accumulation) in the JAX train step |
+| ``augment_pipeline`` | RandAugment + random erasing: seres' loader (host, device) against timm's |
+| ``timm_augment_runner`` | that section's timm side, a script for an interpreter with timm |
 | ``machine`` | the host and the library versions |
 | ``worker`` | the child processes: both ends of the one-JSON-line protocol |
 | ``report`` | the results' entries, ratios and the Markdown report |

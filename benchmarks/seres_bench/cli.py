@@ -13,7 +13,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .augment_pipeline import (
+    TIMM_PYTHON_ENV,
+    augment_markdown,
+    augment_worker,
+    run_augment_pipeline,
+    timm_python,
+)
 from .configs import (
+    AUGMENT_ROUNDS,
     CONFIGS,
     CONVERT_ARCH,
     DEFAULT_CONFIGS,
@@ -38,9 +46,11 @@ from .report import (
     merge_results,
     render_markdown,
 )
-from .worker import run_worker, worker_env, worker_main
+from .worker import WORKERS, run_worker, worker_env, worker_main
 
 HERE = Path(__file__).resolve().parents[1]
+# The child processes' kinds: worker.py's and the augmented-pipeline section's seres side.
+WORKER_KINDS = {**WORKERS, "augment": augment_worker}
 
 
 def _log(message: str) -> None:
@@ -72,7 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Throughput, first-call time and peak memory of the seres SE-ResNets in "
         "JAX, PyTorch eager and torch.compile, the weight converter's speed, and on an image "
-        "folder the input pipeline against a torch DataLoader and seres eval against seres_torch.",
+        "folder the input pipeline against a torch DataLoader and seres eval against seres_torch "
+        "(opt-in: timm's recipe pieces in the JAX step; the pipeline with RandAugment and random "
+        "erasing against timm's own DataLoader).",
     )
     parser.add_argument(
         "--configs",
@@ -156,6 +168,26 @@ def build_parser() -> argparse.ArgumentParser:
         default=60.0,
         help="recipe overhead: seconds of timed repetitions per child; they stop once past it "
         "(at least one), and a variant so cut runs one round only (60; 0: no limit)",
+    )
+    parser.add_argument(
+        "--augment-pipeline",
+        action="store_true",
+        help="also measure the input pipeline with timm's RandAugment and random erasing against "
+        "a DataLoader running timm's create_transform (needs --timm-python); ~5 minutes on 2 CPU "
+        "cores",
+    )
+    parser.add_argument(
+        "--augment-rounds",
+        type=_positive,
+        default=AUGMENT_ROUNDS,
+        help="augmented pipeline: child processes per side and worker count, the sides' order "
+        f"reversed each round ({AUGMENT_ROUNDS})",
+    )
+    parser.add_argument(
+        "--timm-python",
+        default=None,
+        help="augmented pipeline: a Python interpreter with timm, torch and torchvision, which "
+        f"runs timm's side (default: ${TIMM_PYTHON_ENV}; neither: timm's side is skipped)",
     )
     parser.add_argument(
         "--only",
@@ -315,6 +347,19 @@ def run_benchmarks(args: argparse.Namespace) -> dict[str, Any]:
                 tmp=Path(tmp),
                 log=_log,
             )
+        if args.augment_pipeline:
+            run_augment_pipeline(
+                results,
+                quick=args.quick,
+                repeats=repeats,
+                rounds=1 if args.quick else args.augment_rounds,
+                device=args.device,
+                seed=args.seed,
+                timeout=args.timeout,
+                python=timm_python(args.timm_python),
+                tmp=Path(tmp),
+                log=_log,
+            )
     machine["loadavg_end"] = loadavg()
     return results
 
@@ -335,13 +380,14 @@ def _measure_compile_cache(
 def apply_only(args: argparse.Namespace) -> set[str]:
     """The sections this run measures; ``--only`` turns the others' skip flags on."""
     if args.only is None:
-        measured = {"models", "convert", "pipeline", "eval", "recipe"}
+        measured = set(SECTIONS)
         skipped = {
             "models": args.skip_models,
             "convert": args.skip_convert,
             "pipeline": args.skip_pipeline,
             "eval": args.skip_eval,
             "recipe": not args.recipe_overhead,
+            "augment": not args.augment_pipeline,
         }
         return {section for section in measured if not skipped[section]}
     only = set(args.only)
@@ -350,20 +396,26 @@ def apply_only(args: argparse.Namespace) -> set[str]:
     args.skip_pipeline = "pipeline" not in only
     args.skip_eval = "eval" not in only
     args.recipe_overhead = "recipe" in only
+    args.augment_pipeline = "augment" in only
     return only
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.worker is not None:
-        return worker_main(args.worker)
+        return worker_main(args.worker, WORKER_KINDS)
     measured = apply_only(args)
     results = run_benchmarks(args)
     if args.only is not None and args.json.exists():
         # Keep what this run did not measure: the existing file's other sections.
         results = merge_results(json.loads(args.json.read_text()), results, measured)
         _log(f"merged {', '.join(sorted(measured))} into {args.json}'s results")
-    markdown = render_markdown(results) + data_markdown(results) + recipe_markdown(results)
+    markdown = (
+        render_markdown(results)
+        + data_markdown(results)
+        + recipe_markdown(results)
+        + augment_markdown(results)
+    )
     for path, text in (
         (args.json, json.dumps(results, indent=2) + "\n"),
         (args.markdown, markdown),

@@ -72,6 +72,50 @@ DATA_QUICK: dict[str, Any] = DATA | {
     "eval_batch": 8,
 }
 
+# The augmented input-pipeline section (``augment_pipeline``, opt-in): seres' loader with
+# timm's RandAugment and random erasing against a DataLoader running timm's create_transform.
+# The augmentation is timm train.py's ``--aa rand-m9-mstd0.5-inc1 --reprob 0.25 --remode
+# pixel`` with its other defaults (``--train-interpolation random``, ``--color-jitter 0.4``,
+# which RandAugment switches off on both sides); ImageNet's mean and std, as seresnet18's data
+# config has them. Sized for ~5 minutes on 2 CPU cores.
+AUGMENT: dict[str, Any] = {
+    "arch": "seresnet18",
+    "image_size": 224,
+    "mean": (0.485, 0.456, 0.406),
+    "std": (0.229, 0.224, 0.225),
+    "auto_augment": "rand-m9-mstd0.5-inc1",
+    "re_prob": 0.25,
+    "re_mode": "pixel",
+    "re_count": 1,
+    "interpolation": "random",
+    "color_jitter": 0.4,
+    "train_images": 256,
+    "val_images": 4,  # the folder needs a validation split; it is not read
+    "workers": (1, 2),
+    "batch": 32,
+    # Per worker, so that a run spans the same stretch of every worker's stream. seres'
+    # `to_devices` runs 16 threads in each grain worker, each computing a whole batch: the
+    # first 16 batches of a worker arrive together and later ones in bursts of up to 16, so the
+    # warm-up drains the first burst and a run spans one burst period (runs of 8 batches read
+    # ~800 or ~200 img/s by their phase alone).
+    "warmup_per_worker": 16,
+    "batches_per_worker": 16,
+    "device_warmup": 2,
+    "device_steps": 10,
+}
+AUGMENT_QUICK: dict[str, Any] = AUGMENT | {
+    "train_images": 32,
+    "batch": 8,
+    "warmup_per_worker": 1,
+    "batches_per_worker": 2,
+    "device_warmup": 1,
+    "device_steps": 2,
+}
+AUGMENT_ROUNDS = 2
+# The issue's target: seres (host + device) at least as fast as timm's DataLoader per worker
+# count.
+AUGMENT_GOAL = 1.0
+
 # The recipe-overhead section (``recipe_overhead``): timm's recipe pieces in the JAX training
 # step, each against the same step with all of them off. EMA as timm's ``--model-ema
 # --model-ema-decay 0.9998 --model-ema-warmup``; stochastic depth at timm's usual rate for a

@@ -10,7 +10,7 @@ from .configs import IMPLS, BenchConfig
 
 CACHE_RUNS = ("cold", "warm")
 # The sections a run can measure (``--only``) and the results keys each one writes.
-SECTIONS = ("models", "convert", "pipeline", "eval", "recipe")
+SECTIONS = ("models", "convert", "pipeline", "eval", "recipe", "augment")
 SECTION_KEYS: dict[str, tuple[str, ...]] = {
     "models": ("configs",),
     "convert": (
@@ -24,6 +24,7 @@ SECTION_KEYS: dict[str, tuple[str, ...]] = {
     "pipeline": ("input_pipeline",),
     "eval": ("eval",),
     "recipe": ("recipe_overhead",),
+    "augment": ("augment_pipeline",),
 }
 # The run's header: machine, versions, settings (those of the model configurations).
 HEADER_KEYS = ("schema", "created", "command", "machine", "versions", "settings")
@@ -89,7 +90,8 @@ def merge_results(old: dict[str, Any], new: dict[str, Any], measured: set[str]) 
     its own; the other sections stay as they were. Configurations merge by name, and so do
     the recipe-overhead section's models. The header
     (machine, load average, versions, settings) is the new run's only when it measured the
-    model configurations, which it describes; the recipe-overhead section carries its own."""
+    model configurations, which it describes; the recipe-overhead and augmented-pipeline
+    sections carry their own."""
     merged = dict(old)
     if "models" in measured:
         merged.update({key: new[key] for key in HEADER_KEYS if key in new})
