@@ -68,8 +68,8 @@ def test_a_used_workdir_is_refused_and_overwrite_starts_clean(tmp_path, capsys):
     line = one_error_line(capsys, train_tiny(workdir, "--max-steps", "3", "--seed", "1"))
     assert line == (
         f"seres: error: work directory {workdir} already holds a run (checkpoints, "
-        "metrics.jsonl, curves.png, config.json): continue it with --resume or start again "
-        "with --overwrite"
+        "metrics.jsonl, curves.png, config.json, tensorboard): continue it with --resume or "
+        "start again with --overwrite"
     )
     assert snapshot(workdir) == before
     # --export naming an existing file: refused before training starts.

@@ -101,6 +101,10 @@ class _Progress:
                 acc=f"{record['acc']:.3f}",
                 img_s=f"{record['images_per_s']:.0f}",
             )
+        elif record["kind"] == "initial":
+            self.bar.write(
+                f"before training: val loss {record['val_loss']:.4f} acc {record['val_acc']:.4f}"
+            )
         else:
             self.bar.write(
                 f"epoch {record['epoch'] + 1}: train loss {record['train_loss']:.4f} "

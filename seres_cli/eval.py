@@ -1,11 +1,13 @@
 """``seres eval``: loss, top-1 and top-5 of a checkpoint on a dataset split, the architecture
-and preprocessing read from the run's ``config.json``; with ``--torch``, PyTorch on the same
-batches too."""
+and preprocessing read from the run's ``config.json``, or of a timm model on the Hugging Face
+hub (``hf-hub:ORG/NAME[@REV]``), both read from its hub ``config.json``; with ``--torch``,
+PyTorch on the same batches too."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +26,11 @@ from .common import (
 def add_arguments(sub: Subcommands) -> None:
     evaluate = sub.add_parser("eval", help="top-1/top-5 of a checkpoint on a dataset split")
     evaluate.add_argument("src", type=Path,
-                          help="a `seres train` work directory (its latest checkpoint) or a "
-                          "checkpoint in any format")  # fmt: skip
+                          help="a `seres train` work directory (its latest checkpoint), a "
+                          "checkpoint in any format, or hf-hub:ORG/NAME[@REV] (a timm model on "
+                          "the hub)")  # fmt: skip
     evaluate.add_argument("--arch", help="default: the work directory's config.json")
-    evaluate.add_argument("--dataset", help="default: the run's, else digits")
+    evaluate.add_argument("--dataset", help="default: the run's, else digits (needed with hf-hub:)")
     evaluate.add_argument("--data-dir", help="default: the run's")
     evaluate.add_argument("--split", choices=("val", "train"), default="val")
     evaluate.add_argument(
@@ -47,16 +50,12 @@ def run(args: argparse.Namespace) -> int:
     with ``--torch``, ``seres_torch`` on the same batches too."""
     from seres_jax.data import load_dataset
     from seres_jax.formats import check_destination, load_checkpoint
-    from seres_jax.registry import build_flax, build_torch, variables_template
-    from seres_jax.train import (
-        CHECKPOINT_DIR,
-        PRECISIONS,
-        TrainConfig,
-        evaluate_variables,
-        find_run_config,
-        run_arch,
-    )
+    from seres_jax.hub import is_hub, is_timm_dir
+    from seres_jax.registry import variables_template
+    from seres_jax.train import CHECKPOINT_DIR, TrainConfig, find_run_config, run_arch
 
+    if is_hub(args.src) or is_timm_dir(args.src):  # timm's config.json names the model
+        return _run_hub(args)
     if not args.src.exists():
         raise UsageError(f"{args.src}: no such file or directory")
     if args.json is not None:
@@ -104,22 +103,94 @@ def run(args: argparse.Namespace) -> int:
     template = variables_template(arch)
     with _checked_against(src, arch):
         variables = load_checkpoint(src, template=template).to_variables(template)
+    return _evaluate(args, arch, variables, dataset, dataset_name, config.batch_size,
+                     config.precision, config.workers, {"checkpoint": str(args.src)})  # fmt: skip
+
+
+def _run_hub(args: argparse.Namespace) -> int:
+    """A timm model on the hub: its architecture and preprocessing from its ``config.json``
+    (``seres_jax.hub``), evaluated as timm's ``validate.py`` evaluates it: at the weights' test
+    size where they have one, unless the command line names a size or crop."""
+    from seres_jax.data import DataOptions, load_dataset
+    from seres_jax.formats import check_destination, load_checkpoint
+    from seres_jax.hub import resolve_model
+    from seres_jax.registry import model_config, variables_template
+
+    source = str(args.src)
+    if args.arch is not None:
+        raise UsageError(f"--arch: {source} names its architecture in its config.json; leave "
+                         "--arch out")  # fmt: skip
+    if args.dataset is None:
+        raise UsageError(f"--dataset is needed with {source} (e.g. --dataset imagefolder "
+                         "--data-dir DIR)")  # fmt: skip
+    if args.json is not None:
+        check_destination(args.json, force=args.force)
+    if args.torch:
+        _require_torch("eval --torch")
+    hub = resolve_model(source)
+    assert hub is not None  # routed here for hf-hub: names and timm directories
+    data_config = hub.data_config.for_eval(
+        args.image_size, args.crop_pct, args.interpolation,
+        use_test_size=args.image_size is None and args.crop_pct is None,
+    )  # fmt: skip
+    options = DataOptions(augment=False, data_config=data_config,
+                          skip_bad_images=args.skip_bad_images)  # fmt: skip
+    dataset = load_dataset(args.dataset, args.data_dir, 0, options)
+    spec, arguments = model_config(hub.arch)
+    channels, classes = arguments[spec.in_channels_arg], arguments["num_classes"]
+    if dataset.image_shape[-1] != channels or dataset.num_classes != classes:
+        raise UsageError(
+            f"{source} takes {channels}-channel images of {classes} classes; the "
+            f"{args.dataset} data has {dataset.image_shape[-1]} channels, "
+            f"{dataset.num_classes} classes: fine-tune it for them (seres train)"
+        )
+    if hub.label_names and dataset.classes and tuple(dataset.classes) != hub.label_names:
+        # Other names may still be the same classes in the same order (a renamed folder):
+        # said, not refused.
+        pairs = [(a, b) for a, b in zip(dataset.classes, hub.label_names, strict=True) if a != b]
+        print(f"seres: warning: the {args.dataset} classes differ from {source}'s label_names "
+              f"(first: {pairs[0][0]!r} vs {pairs[0][1]!r}); labels are matched by index",
+              file=sys.stderr)  # fmt: skip
+    template = variables_template(hub.arch)
+    arch = f"{hub.arch} (from {source}'s config.json)"
+    with _checked_against(hub.weights, arch):
+        variables = load_checkpoint(hub.weights, template=template).to_variables(template)
+    report = {"checkpoint": source, "repo_id": hub.repo_id, "commit": hub.commit,
+              "weights": hub.weights.name}  # fmt: skip
+    return _evaluate(args, hub.arch, variables, dataset, args.dataset,
+                     args.batch_size or 256, "fp32", args.workers, report)  # fmt: skip
+
+
+def _evaluate(
+    args: argparse.Namespace,
+    arch: str,
+    variables: Any,
+    dataset: Any,
+    dataset_name: str,
+    batch_size: int,
+    precision: str,
+    workers: int,
+    report: dict[str, Any],
+) -> int:
+    """Evaluate ``variables`` of ``arch`` on ``args.split`` (and with ``--torch`` PyTorch on
+    the same batches), print the result and write ``--json``."""
+    from seres_jax.registry import build_flax, build_torch
+    from seres_jax.train import PRECISIONS, evaluate_variables
+
     source = {"val": dataset.val, "train": dataset.train}[args.split]
     what = f"{arch} on the {dataset_name} {args.split} split ({len(source)} images)"
     progress = _ImageProgress(len(source), args.progress, "JAX")
     try:
         result = evaluate_variables(
-            build_flax(arch, dtype=PRECISIONS.get(config.precision)), variables, dataset,
-            config.batch_size, split=args.split, workers=config.workers, on_batch=progress,
+            build_flax(arch, dtype=PRECISIONS.get(precision)), variables, dataset,
+            batch_size, split=args.split, workers=workers, on_batch=progress,
         )  # fmt: skip
     finally:
         progress.close()
     print(f"{args.src}: {what}: top-1 {result['acc']:.4f}, top-5 {result['acc5']:.4f}, "
           f"loss {result['loss']:.4f}, {result['images_per_s']:.0f} images/s")  # fmt: skip
-    report: dict[str, Any] = {
-        "checkpoint": str(args.src), "arch": arch, "dataset": dataset_name,
-        "split": args.split, "jax": result,
-    }  # fmt: skip
+    report = {**report, "arch": arch, "dataset": dataset_name, "split": args.split,
+              "jax": result}  # fmt: skip
     if args.torch:
         from seres_jax.convert import flax_to_state_dict, to_torch
         from seres_jax.parity import compare_on_data
@@ -130,7 +201,7 @@ def run(args: argparse.Namespace) -> int:
         progress = _ImageProgress(len(source), args.progress, "JAX and PyTorch")
         try:
             both = compare_on_data(torch_model, build_flax(arch), variables, dataset,
-                                   config.batch_size, args.split, on_batch=progress)  # fmt: skip
+                                   batch_size, args.split, on_batch=progress)  # fmt: skip
         finally:
             progress.close()
         print(f"same batches in both: top-1 JAX {both.jax_top1:.4f}, PyTorch "

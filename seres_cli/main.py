@@ -24,14 +24,14 @@ from pathlib import Path
 
 from seres import __version__
 
-from . import convert, data, demo, parity, train
+from . import convert, data, demo, export, parity, train
 from . import eval as evaluate
 from .common import UsageError, _Parser
 
 # Each command's module, in the order `seres --help` lists them.
 COMMANDS = {
     "train": train, "demo": demo, "eval": evaluate, "data": data, "convert": convert,
-    "parity": parity,
+    "export": export, "parity": parity,
 }  # fmt: skip
 
 

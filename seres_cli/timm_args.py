@@ -104,7 +104,6 @@ def _opt(value: str) -> str:
     return value.lower()  # timm lower-cases it; an unknown name is refused by the validation
 
 
-LATER = "pretrained weights and checkpoints: a later seres issue"
 ITERABLE = "only read by hfds/hfids/tfds/wds datasets, which seres refuses (see dataset)"
 TORCH = "a PyTorch/CUDA execution detail; XLA compiles and places the JAX run itself"
 _NF, _NAFLEX = "naflex_loader", "goes with naflex_loader"
@@ -133,16 +132,18 @@ TIMM_KEYS: dict[str, TimmKey] = {
     # Model parameters
     "model": _map("resnet50", "str", "model", "a seres_jax.registry name (timm's seresnet50 "
                   "etc.); an unknown one is refused by the usual validation"),
-    "pretrained": _no(False, "bool", LATER),
-    "pretrained_path": _no(None, "str", LATER),
-    "initial_checkpoint": _no("", "str", LATER),
+    "pretrained": _map(False, "bool", "pretrained", "the hub weights of --model's tag"),
+    "pretrained_path": _no(None, "str", "use initial_checkpoint for a file of weights"),
+    "initial_checkpoint": _map("", "str", "initial_checkpoint", "a path or hf-hub: name",
+                               convert=_none_if_empty),
     "resume": _no("", "str", "timm's checkpoint resume; seres resumes its own --workdir "
                   "(--resume)"),
     "no_resume_opt": _no(False, "bool", "goes with resume", needs="resume"),
-    "num_classes": _no(None, "int", LATER + " (seres takes the classes from the data)"),
+    "num_classes": _map(None, "int", "num_classes", "None: the data's classes (timm: the "
+                        "model's 1000)"),
     "gp": _no(None, "str", "the zoo pools by average", accept=("avg",)),
     "img_size": _map(None, "int", "image_size", "input_size wins when both are set, as in timm"),
-    "in_chans": _no(None, "int", LATER, accept=(3,)),
+    "in_chans": _map(None, "int", "in_chans", "must be the data's channels"),
     "input_size": _map(None, "ints", "image_size", "[3, S, S] -> S: three channels, square "
                        "images only"),
     "crop_pct": _map(None, "float", "crop_pct"),

@@ -43,9 +43,10 @@ def add_arguments(sub: Subcommands) -> None:
     # (--workdir, --resume, --export, ...) steer the command.
     p.add_argument(
         "--model",
-        default=DEFAULT_MODEL,
-        help="architecture, e.g. seresnet_tiny or seresnet_tiny:base=16,n=3",
+        help=f"architecture, e.g. seresnet_tiny or seresnet_tiny:base=16,n=3 (default: the "
+        f"--initial-checkpoint's, else {DEFAULT_MODEL})",
     )
+    _add_weights_arguments(p)
     p.add_argument("--dataset", default=DEFAULT_DATASET, help=f"one of {', '.join(DATASET_NAMES)}")
     p.add_argument(
         "--data-dir",
@@ -175,6 +176,14 @@ def add_arguments(sub: Subcommands) -> None:
     )
     p.add_argument("--export", type=Path, help="write the weights as a PyTorch .safetensors")
     p.add_argument(
+        "--export-dir",
+        type=Path,
+        metavar="OUT_DIR",
+        help="write the weights as timm writes a hub model (config.json with the run's data "
+        "config and classes, model.safetensors, README.md): timm.create_model("
+        '"local-dir:OUT_DIR", pretrained=True) loads it',
+    )
+    p.add_argument(
         "--log-every", type=int, default=d.log_every, help="steps between metric fetches"
     )
     p.add_argument("--max-steps", type=int, help="stop after this many steps in total")
@@ -185,6 +194,13 @@ def add_arguments(sub: Subcommands) -> None:
         "(recorded there)",
     )
     p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.add_argument(
+        "--log-tensorboard",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="with --workdir, also write the metrics as TensorBoard event files in "
+        "WORKDIR/tensorboard (default: on)",
+    )
     _add_compile_cache(p)
 
 
@@ -339,6 +355,35 @@ def _add_regularisation_arguments(p: argparse.ArgumentParser, d: Any) -> None:
     p.add_argument("--val-crop-pct", type=float, help="per-epoch evaluation crop")
 
 
+def _add_weights_arguments(p: argparse.ArgumentParser) -> None:
+    """timm's flags for the starting weights and the head and stem they are adapted to."""
+    p.add_argument(
+        "--initial-checkpoint",
+        metavar="SRC",
+        help="start from these weights: a .pt/.pth/.safetensors/.msgpack file, an orbax "
+        "directory, a seres work directory, a timm directory (local-dir:PATH) or "
+        "hf-hub:ORG/NAME[@REV] (the optimizer starts "
+        "fresh; a classifier of another class count is re-initialised)",
+    )
+    p.add_argument(
+        "--pretrained",
+        action="store_true",
+        help="start from the hub weights of --model's tag (seresnet50.a1_in1k -> "
+        "hf-hub:timm/seresnet50.a1_in1k), as timm",
+    )
+    p.add_argument(
+        "--num-classes",
+        type=_int_at_least(1),
+        help="classes of the head (default: the dataset's; timm's: the model's 1000)",
+    )
+    p.add_argument(
+        "--in-chans",
+        type=_int_at_least(1),
+        help="input channels (the dataset's; 3-channel weights are adapted as timm's "
+        "adapt_input_conv)",
+    )
+
+
 def _repeats(text: str) -> int:
     """``--aug-repeats``: a whole number >= 1, as timm writes it too (``3`` or ``3.0``); no
     repeated augmentation is the flag left out (a file's ``aug_repeats: 0`` is the default)."""
@@ -437,6 +482,86 @@ def _unused_zero_rates(fields: dict[str, Any]) -> None:
             fields[flag] = None
 
 
+def _weights_source(fields: dict[str, Any]) -> tuple[str, Path] | None:
+    """The run's starting weights, ``(name, local path)``: ``--initial-checkpoint`` (an
+    ``hf-hub:`` name resolved in the hub cache) or ``--pretrained`` (the hub weights of the
+    model's tag). The model defaults to the weights' architecture (the hub's ``config.json``,
+    a work directory's), its head and stem left to the data."""
+    from seres_jax.hub import pretrained_source, resolve_model
+    from seres_jax.registry import format_arch, parse_arch
+    from seres_jax.train import find_run_config
+
+    source = fields["initial_checkpoint"]
+    if fields["pretrained"]:
+        if source:
+            raise UsageError("--pretrained and --initial-checkpoint exclude each other")
+        source = pretrained_source(fields["model"] or DEFAULT_MODEL)
+    if not source:
+        if fields["model"] is None:
+            fields["model"] = DEFAULT_MODEL
+        return None
+    timm_model = resolve_model(source)  # hf-hub: or a directory timm's save_for_hf wrote
+    arch: str | None
+    if timm_model is not None:
+        path, arch = timm_model.weights, timm_model.arch
+    else:
+        path = Path(source)
+        if not path.exists():
+            raise UsageError(f"--initial-checkpoint {source}: no such file or directory")
+        run = find_run_config(path)
+        arch = run[1].get("arch") if run is not None else None
+    if fields["model"] is None:
+        if arch is None:
+            fields["model"] = DEFAULT_MODEL
+        else:  # the weights' architecture; its classes and channels are the run's
+            name, overrides = parse_arch(arch)
+            drop = {"num_classes", "in_ch", "in_chans"}
+            kept = {k: v for k, v in overrides.items() if k not in drop}
+            fields["model"] = format_arch(name, kept) if kept else name
+    return source, path
+
+
+def _initial_weights(weights: tuple[str, Path], model: Any, dataset: Any, config: Any) -> Any:
+    """The weights on the run's model (``seres_jax.train.initial_weights``), said in a line."""
+    from seres_jax.train import init_variables
+    from seres_jax.train.initial import initial_weights
+
+    name, path = weights
+    fresh = init_variables(model, dataset.image_shape, config.seed)
+    start = initial_weights(path, fresh, name=name)
+    changes = [f"classifier {', '.join(start.reinitialised)} re-initialised"] * bool(
+        start.reinitialised
+    ) + [f"{', '.join(start.adapted)} adapted to {dataset.image_shape[-1]} channels"] * bool(
+        start.adapted
+    )
+    print(f"initial weights: {name} (sha256 {start.sha256[:12]}…)"
+          + (f"; {'; '.join(changes)}" if changes else ""))  # fmt: skip
+    return start
+
+
+def _export_dir(args: argparse.Namespace, result: Any, arch: str, config: Any, data: Any) -> None:
+    """``--export-dir``: the run's weights (its EMA's when it keeps one, as timm) as timm's
+    hub layout, with the configuration ``fit`` recorded and the card of its epochs."""
+    from seres_jax.export import export_trained
+    from seres_jax.train import find_run_config
+
+    from .export import train_command
+
+    ema = result.state.ema_state
+    recorded = dataclasses.replace(config.resolved(), dataset=data.name, augment=config.augments)
+    run = find_run_config(args.workdir) if args.workdir is not None else None
+    report = export_trained(
+        (ema or result.state).variables, arch, recorded, args.export_dir,
+        history=result.history, ema=ema is not None, record=None if run is None else run[1],
+        command=train_command(dataclasses.asdict(recorded)), label_names=data.classes,
+        force=args.overwrite, protect=() if args.workdir is None else (args.workdir,),
+    )  # fmt: skip
+    for note in report.notes:
+        print(f"seres: warning: {note}", file=sys.stderr)
+    which = "the EMA weights" if ema is not None else "the trained weights"
+    print(f"exported {which} in timm's layout to {args.export_dir}")
+
+
 def _printed_config(config: Any, note: str | None, devices: int) -> dict[str, Any]:
     """What ``--print-config`` prints: the config as the run's config.json would record it
     (its lr resolved, its augmentation decided) and how its batch splits."""
@@ -472,6 +597,11 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"--export {args.export} is a directory")
         if args.export.exists() and not args.overwrite:
             raise UsageError(f"{args.export} exists; pass --overwrite to replace it")
+    if args.export_dir is not None:
+        from seres_jax.export import check_export_dir
+
+        protect = () if args.workdir is None else (args.workdir,)
+        check_export_dir(args.export_dir, force=args.overwrite, protect=protect)
     if args.resume and args.workdir is None:
         raise UsageError("--resume needs --workdir")
     if args.resume and args.overwrite:
@@ -482,6 +612,7 @@ def run(args: argparse.Namespace) -> int:
     initialize_distributed()
     mesh = make_mesh()
     fields = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
+    weights = _weights_source(fields)
     note = _timm_batch(args, fields, mesh.size)
     _unused_zero_rates(fields)
     if fields["opt_betas"] is not None:
@@ -504,12 +635,16 @@ def run(args: argparse.Namespace) -> int:
     arch = run_arch(config, dataset.image_shape[-1], dataset.num_classes)
     variables_template(arch)  # widths its numbers make impossible: one line, no workdir
     model = build_flax(arch)
+    start = None if weights is None else _initial_weights(weights, model, dataset, config)
     total = config.steps(len(dataset.train)).last
     progress = _Progress(total, args.progress)
     try:
         result = fit(
             model, dataset, config, workdir=args.workdir, resume=args.resume,
             overwrite=args.overwrite, override=args.override, mesh=mesh, on_log=progress,
+            tensorboard=args.log_tensorboard and args.workdir is not None,
+            variables=None if start is None else start.variables,
+            initial=None if start is None else start.record(),
         )  # fmt: skip
     finally:
         progress.close()
@@ -520,6 +655,8 @@ def run(args: argparse.Namespace) -> int:
         _export((ema or result.state).variables, args.export, force=args.overwrite)
         which = "the EMA weights" if ema is not None else "the trained weights"
         print(f"exported {which} as PyTorch weights to {args.export}")
+    if args.export_dir is not None:
+        _export_dir(args, result, arch, config, dataset)
     if result.history:
         last = result.history[-1]
         print(f"final: val loss {last['val_loss']:.4f}, val acc {last['val_acc']:.4f}, "

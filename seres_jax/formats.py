@@ -3,7 +3,7 @@
 =====================  ==============  ====================================================
 format                 holds           chosen by
 =====================  ==============  ====================================================
-PyTorch (``torch``)    a state_dict    ``.pt`` / ``.pth``
+PyTorch (``torch``)    a state_dict    ``.pt`` / ``.pth`` / ``.bin`` (``pytorch_model.bin``)
 safetensors            a state_dict    ``.safetensors`` (PyTorch key names; no torch needed)
 Flax msgpack           Flax variables  ``.msgpack`` (``flax.serialization``)
 orbax                  Flax variables  a directory, or a path without a suffix
@@ -87,6 +87,7 @@ Kind = Literal["state_dict", "variables"]
 FORMATS: dict[str, tuple[str, Kind]] = {
     ".pt": ("torch", "state_dict"),
     ".pth": ("torch", "state_dict"),
+    ".bin": ("torch", "state_dict"),  # the hub's pytorch_model.bin
     ".safetensors": ("safetensors", "state_dict"),
     ".msgpack": ("msgpack", "variables"),
     "": ("orbax", "variables"),

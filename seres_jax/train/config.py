@@ -72,6 +72,13 @@ class TrainConfig:
     """
 
     model: str | None = None
+    # The starting weights (timm's --initial-checkpoint: a checkpoint path, a seres work
+    # directory or an ``hf-hub:`` name; --pretrained: the hub weights of `model`'s tag), the
+    # classes (None: the dataset's) and input channels (None: the dataset's) of the head and stem.
+    initial_checkpoint: str | None = None
+    pretrained: bool = False
+    num_classes: int | None = None
+    in_chans: int | None = None
     dataset: str | None = None  # None: the name of the Dataset handed to ``fit``
     data_dir: str | None = None
     epochs: int = 30
@@ -273,6 +280,12 @@ class TrainConfig:
              f"interpolation must be one of {', '.join(INTERPOLATIONS)}, "
              f"got {self.interpolation!r}"),
             (self.workers >= 0, f"workers must be >= 0, got {self.workers}"),
+            (self.num_classes is None or self.num_classes >= 1,
+             f"num_classes must be >= 1, got {self.num_classes}"),
+            (self.in_chans is None or self.in_chans >= 1,
+             f"in_chans must be >= 1, got {self.in_chans}"),
+            (not (self.pretrained and self.initial_checkpoint),
+             "pretrained and initial_checkpoint exclude each other (one source of weights)"),
             (finite_at_least_0(self.warmup_epochs),
              f"warmup_epochs must be a finite number >= 0, got {self.warmup_epochs}"),
             (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
@@ -334,15 +347,19 @@ class TrainConfig:
 
     def data_options(self, *, val_at_test_size: bool = True) -> DataOptions:
         """What the run asks of its dataset: augmentation, and for image datasets the model's
-        pretrained data config (``seres_jax.registry.data_config``) with the run's
+        pretrained data config (``seres_jax.registry.data_config``; an ``hf-hub:`` or timm
+        directory ``initial_checkpoint``'s own, from its ``config.json``) with the run's
         ``image_size``, ``crop_pct`` and ``interpolation`` in its place; the validation
         split's at ``val_image_size``/``val_crop_pct``, else the weights' test size and crop
         where they have one and the run sets no ``image_size``/``crop_pct`` of its own
         (``val_at_test_size=False``: the training size's, as timm's
         ``resolve_data_config({}, model=m)``)."""
+        from ..hub import resolve_model
         from ..registry import data_config
 
-        pretrained = data_config(self.model)
+        weights = resolve_model(self.initial_checkpoint) if self.initial_checkpoint else None
+        # timm's resolve_data_config: the weights' own pretrained config where they carry one.
+        pretrained = weights.data_config if weights is not None else data_config(self.model)
         train = pretrained.for_eval(self.image_size, self.crop_pct, self.interpolation)
         val = pretrained.for_eval(
             self.val_image_size or self.image_size,
@@ -429,7 +446,8 @@ class TrainConfig:
 
 
 def run_arch(config: TrainConfig, channels: int, num_classes: int) -> str:
-    """``config.model`` with the input ``channels`` and ``num_classes`` of the data filled in,
+    """``config.model`` with the input ``channels`` and ``num_classes`` of the data filled in
+    (``config.num_classes``, timm's ``--num-classes``, may ask for more classes),
     e.g. ``"seresnet_tiny:in_ch=1,num_classes=10"``: the architecture the run trains. A model
     that names other channels, or another number of classes than the data has, is a
     ``TrainingError``."""
@@ -439,6 +457,14 @@ def run_arch(config: TrainConfig, channels: int, num_classes: int) -> str:
         raise TrainingError("the run names no model (TrainConfig.model is None)")
     name, overrides = parse_arch(config.model)
     channels_arg = MODELS[name].in_channels_arg
+    if config.in_chans not in (None, channels):
+        raise TrainingError(f"--in-chans {config.in_chans}, but {config.dataset} images have "
+                            f"{channels} channels")  # fmt: skip
+    if config.num_classes is not None:
+        if config.num_classes < num_classes:
+            raise TrainingError(f"--num-classes {config.num_classes} is fewer than the "
+                                f"{num_classes} classes of {config.dataset}")  # fmt: skip
+        num_classes = config.num_classes
     if overrides.get(channels_arg, channels) != channels:
         raise TrainingError(f"--model has {channels_arg}={overrides[channels_arg]}, but "
                             f"{config.dataset} images have {channels} channels")  # fmt: skip

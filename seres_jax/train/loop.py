@@ -18,7 +18,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,9 +38,11 @@ from .errors import DivergenceError, TrainingError
 from .metrics import _write_metrics, read_metrics
 from .state import TrainState, init_variables
 from .steps import CompiledSteps, StepOptions, compile_steps, make_mesh
+from .tensorboard import TensorBoardLog, require_tensorboard
 from .workdir import (
     CHECKPOINT_DIR,
     METRICS_FILE,
+    TENSORBOARD_DIR,
     _check_resumable,
     _check_workdir,
     _clear_run,
@@ -216,6 +218,8 @@ def fit(
     override: bool = False,
     mesh: Mesh | None = None,
     on_log: Callable[[dict[str, Any]], None] | None = None,
+    tensorboard: bool = False,
+    initial: Mapping[str, Any] | None = None,
 ) -> TrainResult:
     """Train ``model`` on ``dataset`` with ``config``; returns the final state and history.
 
@@ -231,6 +235,9 @@ def fit(
     described in ``workdir/config.json`` before its first step (see ``find_run_config``); a
     resume whose ``config`` differs from it outside ``RESUMABLE_CHANGES`` is refused, listing
     every difference, unless ``override=True``, which records the changes there.
+    ``initial``: where ``variables`` came from (``InitialWeights.record()``, timm's
+    ``--initial-checkpoint``): a run starting at step 0 then evaluates them before the first
+    update (an ``on_log`` record of kind ``"initial"``), and ``config.json`` keeps both.
     ``on_log`` receives a record every ``log_every`` steps and at each epoch's end; warnings
     (an unreadable checkpoint skipped, a resume from scratch) go to the ``seres_jax.train``
     loggers.
@@ -255,6 +262,10 @@ def fit(
         )
     if resume and workdir is None:
         raise TrainingError("resume needs a workdir holding the checkpoints")
+    if tensorboard:
+        if workdir is None:
+            raise TrainingError("TensorBoard logs need a workdir")
+        require_tensorboard()
     if workdir is not None:
         workdir = Path(workdir)
         _check_workdir(workdir, resume=resume, overwrite=overwrite)
@@ -285,6 +296,7 @@ def fit(
                                mean=splits.mean, std=splits.std))  # fmt: skip
 
     checkpoints = None
+    tb_log: TensorBoardLog | None = None
     tally = _Tally(np.zeros(3))
     if workdir is not None:
         if overwrite:
@@ -326,8 +338,20 @@ def fit(
                 records = [r for r in records if r["step"] <= resumed_at]
                 _write_metrics(workdir / METRICS_FILE, records)
         step = int(jax.device_get(state.step))
+        if tensorboard and workdir is not None and jax.process_index() == 0:
+            tb_log = TensorBoardLog(workdir / TENSORBOARD_DIR, start_step=step)
+        start = None
+        if initial is not None and step == 0:
+            val = evaluate(steps, state, splits, config.batch_size)
+            start = {"kind": "initial", "epoch": -1, "step": 0, "val_loss": val["loss"],
+                     "val_acc": val["acc"], "val_acc5": val["acc5"]}  # fmt: skip
+            if tb_log:
+                tb_log.write(start)
+            if on_log:
+                on_log(start)
         if workdir is not None:
-            _write_run_config(workdir, config, arch, changes, step)
+            record = None if initial is None or start is None else {**initial, "eval": start}
+            _write_run_config(workdir, config, arch, changes, step, record)
         tally.new_window()
         while step < last_step:
             x, y = next(iterator)
@@ -348,11 +372,14 @@ def fit(
             if bad is not None:
                 raise _diverged(f"non-finite loss at step {bad}", bad, checkpoints)
             if log:
-                if on_log:
-                    record = _rates(tally.window, time.perf_counter() - tally.window_start)
+                if on_log or tb_log:
+                    rates = _rates(tally.window, time.perf_counter() - tally.window_start)
                     lr = float(schedule(step - 1)) if plateau is None else plateau.lr
-                    record.update(epoch=epoch, step=step, lr=lr)
-                    on_log({"kind": "progress", **record})
+                    progress = {"kind": "progress", **rates, "epoch": epoch, "step": step, "lr": lr}
+                    if tb_log:
+                        tb_log.write(progress)
+                    if on_log:
+                        on_log(progress)
                 tally.new_window()
             if not (save or epoch_end):
                 continue
@@ -369,6 +396,8 @@ def fit(
                 if workdir is not None:
                     records = [r for r in records if r["epoch"] != epoch] + [record]
                     _write_metrics(workdir / METRICS_FILE, records)
+                if tb_log:
+                    tb_log.write(record)
                 if step % steps_per_epoch == 0:
                     tally.epoch = np.zeros(3)
                     if plateau is not None:  # timm's lr_scheduler.step(epoch + 1, metric)
@@ -384,6 +413,8 @@ def fit(
         iterator.close()
         if checkpoints:
             checkpoints.close()
+        if tb_log:
+            tb_log.close()
     return TrainResult(state, history, time.perf_counter() - start_time)
 
 

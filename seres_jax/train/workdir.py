@@ -29,9 +29,9 @@ from .config import RESUMABLE_CHANGES, TrainConfig
 from .errors import TrainingError
 
 CHECKPOINT_DIR, METRICS_FILE, CURVES_FILE = "checkpoints", "metrics.jsonl", "curves.png"
-CONFIG_FILE = "config.json"
+CONFIG_FILE, TENSORBOARD_DIR = "config.json", "tensorboard"
 # What a run writes in its workdir.
-RUN_FILES = (CHECKPOINT_DIR, METRICS_FILE, CURVES_FILE, CONFIG_FILE)
+RUN_FILES = (CHECKPOINT_DIR, METRICS_FILE, CURVES_FILE, CONFIG_FILE, TENSORBOARD_DIR)
 
 
 logger = logging.getLogger(__name__)
@@ -163,12 +163,20 @@ def _check_resumable(workdir: Path, config: TrainConfig, override: bool) -> dict
 
 
 def _write_run_config(
-    workdir: Path, config: TrainConfig, arch: str | None, changes: dict[str, list[Any]], step: int
+    workdir: Path,
+    config: TrainConfig,
+    arch: str | None,
+    changes: dict[str, list[Any]],
+    step: int,
+    initial: dict[str, Any] | None = None,
 ) -> None:
-    """Describe the run in ``config.json``: this config, the software, the devices, and the
-    overrides of earlier resumes plus this one's ``changes`` (taking effect at ``step``)."""
+    """Describe the run in ``config.json``: this config, the software, the devices, the
+    overrides of earlier resumes plus this one's ``changes`` (taking effect at ``step``), and
+    where its starting weights came from (``initial``: kept from the file on a resume)."""
     path = workdir / CONFIG_FILE
-    overrides = _read_run_config(path).get("overrides", []) if path.is_file() else []
+    stored = _read_run_config(path) if path.is_file() else {}
+    overrides = stored.get("overrides", [])
+    initial = initial if initial is not None else stored.get("initial")
     if changes:
         overrides = [*overrides, {"step": step, "changes": changes}]
     record = {
@@ -178,6 +186,8 @@ def _write_run_config(
         "device_count": jax.device_count(),
         "overrides": overrides,
     }
+    if initial is not None:
+        record["initial"] = initial
     if jax.process_index() == 0:
         with atomic_path(path, force=True) as tmp:
             tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")

@@ -1,0 +1,79 @@
+"""A run's starting weights (``seres_jax.train.initial``, ``seres train --initial-checkpoint``):
+timm's ``adapt_input_conv`` against its recorded outputs
+(``fixtures/record_timm_adapt_input_conv.py``), the classifier re-initialised and the stem
+adapted on a real architecture, and a checkpoint of another architecture refused naming its
+keys."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from seres_jax.convert import ConversionError, flax_to_state_dict
+from seres_jax.formats import save_state_dict
+from seres_jax.registry import variables_template
+from seres_jax.train.initial import adapt_input_conv, initial_weights
+
+FIXTURES = Path(__file__).parent / "fixtures"
+ARCH = "seresnet18:channels=8-16-32-64,layers=1-1-1-1"
+
+
+def test_adapt_input_conv_equals_timms():
+    recorded = np.load(FIXTURES / "timm_adapt_input_conv.npz")
+    for n in (1, 2, 4, 5):
+        np.testing.assert_array_equal(adapt_input_conv(n, recorded["rgb"]), recorded[f"rgb/{n}"])
+    np.testing.assert_array_equal(adapt_input_conv(1, recorded["s2d"]), recorded["s2d/1"])
+    assert adapt_input_conv(3, recorded["rgb"]) is not None
+    with pytest.raises(ConversionError, match="cannot adapt a 12-channel input kernel to 2"):
+        adapt_input_conv(2, recorded["s2d"])
+
+
+def _variables(arch: str, seed: int):
+    # Random values of the architecture's shapes: what initial_weights reads of an
+    # initialisation, without compiling one.
+    rng = np.random.default_rng(seed)
+    return jax.tree.map(lambda t: rng.standard_normal(t.shape).astype(t.dtype),
+                        variables_template(arch))  # fmt: skip
+
+
+def test_head_reinitialised_stem_adapted_rest_loaded(tmp_path):
+    """A 6-class RGB checkpoint onto a 3-class greyscale run: every tensor is the
+    checkpoint's but the classifier (the run's own initialisation, as timm drops it) and the
+    stem convolution (timm's adapt_input_conv); the record names both."""
+    source = _variables(f"{ARCH},num_classes=6", 1)
+    path = tmp_path / "source.safetensors"
+    save_state_dict(flax_to_state_dict(source), path)
+    fresh = _variables(f"{ARCH},num_classes=3,in_chans=1", 2)
+    start = initial_weights(path, fresh)
+    assert start.reinitialised == ("fc.weight", "fc.bias")
+    assert start.adapted == ("conv1.weight",)
+    got, theirs, mine = (flax_to_state_dict(v) for v in (start.variables, source, fresh))
+    for key, value in got.items():
+        if key in start.reinitialised:
+            np.testing.assert_array_equal(value, mine[key])
+        elif key in start.adapted:
+            np.testing.assert_array_equal(value, adapt_input_conv(1, theirs[key]))
+        else:
+            np.testing.assert_array_equal(value, theirs[key])
+    assert start.record() == {
+        "source": str(path), "sha256": start.sha256,
+        "reinitialised": ["fc.weight", "fc.bias"], "adapted": ["conv1.weight"],
+    }  # fmt: skip
+    same = initial_weights(path, _variables(f"{ARCH},num_classes=6", 5))
+    assert same.reinitialised == () and same.adapted == () and same.sha256 == start.sha256
+    jax.tree.map(np.testing.assert_array_equal, same.variables, source)
+
+
+def test_another_architecture_is_refused_naming_its_keys(tmp_path):
+    path = tmp_path / "deeper.safetensors"
+    deeper = _variables("seresnet18:channels=8-16-32-64,layers=2-1-1-1", 1)
+    save_state_dict(flax_to_state_dict(deeper), path)
+    with pytest.raises(ConversionError, match=r"layer1\.1\.conv1\.weight"):
+        initial_weights(path, _variables(f"{ARCH},num_classes=1000", 2))
+    wider = _variables("seresnet18:channels=8-16-32-128,layers=1-1-1-1", 1)
+    save_state_dict(flax_to_state_dict(wider), path, force=True)
+    with pytest.raises(ConversionError, match=r"layer4\.0\.conv1\.weight"):
+        initial_weights(path, _variables(f"{ARCH},num_classes=1000", 2))
