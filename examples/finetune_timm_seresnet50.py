@@ -1,110 +1,137 @@
-"""Fine-tune a timm-layout SE-ResNet-50 checkpoint in JAX with a new 10-class head, and export it
-back to a PyTorch checkpoint with timm's keys.
+"""Fine-tune a timm SE-ResNet-50 with seres' command line and give it back to timm: the hub ->
+fine-tune -> export -> timm loop, as commands.
 
-1. a timm-layout ``seresnet50`` ``state_dict`` is saved as ``.pth`` (randomly initialised here,
-   since nothing can be downloaded; ``timm.create_model("seresnet50", pretrained=True)
-   .state_dict()`` is the same layout);
-2. it is loaded with ``weights_only=True`` and converted strictly onto the Flax model;
-3. the 1000-class ``fc`` is replaced by a freshly initialised 10-class head;
-4. a few SGD steps fine-tune everything on scikit-learn's digits (upsampled to 32×32 RGB);
-5. the result is written as ``.pth`` and loaded back into ``seres_torch`` with ``strict=True``,
-   and both frameworks' logits are compared.
+With the network, the loop starts from timm's own weights on the Hugging Face hub::
 
-Run: ``python examples/finetune_timm_seresnet50.py [--steps N] [--small] [--out DIR]``
-(``--small`` shrinks the widths for a quick check; the structure stays SE-ResNet-50's).
+    seres train --model seresnet50.a1_in1k --pretrained --dataset imagefolder --data-dir DIR \\
+        --workdir runs/ft --export-dir runs/ft-timm
+    seres eval runs/ft-timm --dataset imagefolder --data-dir DIR
+    python -c 'import timm; timm.create_model("local-dir:runs/ft-timm", pretrained=True)'
+
+Nothing can be downloaded here, so this script makes the "pretrained" model itself: a
+``seresnet50`` trained briefly on 6 classes of photographs (crops of scikit-learn's two sample
+photos) and written in timm's hub layout (``--export-dir``: ``config.json``, ``model.safetensors``,
+``README.md``: what ``timm.models.save_for_hf`` writes). Then, as a user would with the hub's:
+
+1. ``seres train --initial-checkpoint local-dir:PRE`` fine-tunes it on 3 other classes: the
+   architecture and the preprocessing come from its ``config.json``, the 6-class classifier is
+   re-initialised for 3 classes (as timm's ``load_pretrained`` does), the optimizer starts fresh;
+2. ``--export-dir`` writes the result in timm's layout again;
+3. ``seres eval`` of the export gives the run's last evaluation;
+4. PyTorch loads the exported weights strictly into ``seres_torch`` (timm's keys), and its logits
+   equal JAX's; where timm is installed, ``timm.create_model("local-dir:...")`` loads it too.
+
+Run: ``python examples/finetune_timm_seresnet50.py [--epochs N] [--small] [--out DIR]``
+(``--small`` narrows the widths for a quick check; the structure stays SE-ResNet-50's).
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import functools
+import json
 import tempfile
 from pathlib import Path
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import torch
+from PIL import Image
+from sklearn.datasets import load_sample_images
 
-from seres_jax import compiler, optim
-from seres_jax import resnet as jr
-from seres_jax.convert import flax_to_state_dict
-from seres_jax.data import Dataset, load_digits, splits_from_arrays, train_dataset
-from seres_jax.formats import load_checkpoint, save_state_dict
-from seres_jax.train import TrainState, train_step
-from seres_torch import resnet as tr
+from seres_cli.main import main as seres
 
-SMALL = dict(channels=(16, 32, 64, 128), stem_width=8, layers=(1, 1, 1, 1))
+SMALL = "seresnet50:channels=16-32-64-128,layers=1-1-1-1,stem_width=8"
+# Each class: a region of one photo (fractions x0, y0, x1, y1) and a tint, so classes differ.
+LOOKS = (
+    (0, (0.3, 0.1, 0.75, 0.9), (1.0, 0.85, 0.7)), (1, (0.1, 0.05, 0.9, 0.95), (0.8, 1.0, 0.8)),
+    (0, (0.0, 0.0, 1.0, 0.3), (0.75, 0.85, 1.0)), (1, (0.4, 0.3, 1.0, 1.0), (1.0, 0.75, 1.0)),
+    (0, (0.0, 0.5, 0.5, 1.0), (1.0, 1.0, 0.7)), (1, (0.0, 0.0, 0.4, 0.6), (0.7, 1.0, 1.0)),
+)  # fmt: skip
 
 
-def digits_rgb32() -> Dataset:
-    """Digits, each pixel repeated 4×4 and over 3 channels: a 32×32 RGB stand-in."""
-    data = load_digits()
+def photo_folder(root: Path, classes: range, per_class: int = 12) -> Path:
+    """An image folder (``train/`` and ``val/``, a directory per class) of random crops."""
+    photos = load_sample_images().images
+    rng = np.random.default_rng(classes.start)
+    for c in classes:
+        index, (x0, y0, x1, y1), tint = LOOKS[c]
+        img = photos[index]
+        h, w = img.shape[:2]
+        region = img[int(y0 * h) : int(y1 * h), int(x0 * w) : int(x1 * w)] * np.asarray(tint)
+        for split, count in (("train", per_class), ("val", per_class // 3)):
+            (root / split / f"class{c}").mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                top = int(rng.integers(0, region.shape[0] // 3))
+                left = int(rng.integers(0, region.shape[1] // 3))
+                crop = region[
+                    top : top + region.shape[0] * 2 // 3, left : left + region.shape[1] * 2 // 3
+                ]
+                out = root / split / f"class{c}" / f"{i}.jpg"
+                Image.fromarray(crop.clip(0, 255).astype(np.uint8)).save(out, quality=90)
+    return root
 
-    def grow(images: np.ndarray) -> np.ndarray:
-        return np.repeat(np.repeat(np.repeat(images, 4, axis=1), 4, axis=2), 3, axis=3)
 
-    return dataclasses.replace(
-        data, train_images=grow(data.train_images), test_images=grow(data.test_images),
-        mean=data.mean * 3, std=data.std * 3,
-    )  # fmt: skip
+def run(*argv: str) -> None:
+    print("$ seres", " ".join(argv))
+    if seres(list(argv)) != 0:
+        raise SystemExit(f"seres {argv[0]} failed")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--small", action="store_true", help="reduced widths, for a smoke test")
-    parser.add_argument("--out", type=Path, help="where to write the checkpoints (default: temp)")
+    parser.add_argument("--out", type=Path, help="where to write everything (default: temp)")
     args = parser.parse_args()
-    sizes = SMALL if args.small else {}
     out = args.out or Path(tempfile.mkdtemp(prefix="seres-finetune-"))
-    out.mkdir(parents=True, exist_ok=True)
+    model = SMALL if args.small else "seresnet50"
+    six = photo_folder(out / "photos6", range(6))
+    three = photo_folder(out / "photos3", range(3, 6))
+    common = ["--dataset", "imagefolder", "--epochs", str(args.epochs), "--batch-size", "8",
+              "--lr", "0.02", "--no-progress"]  # fmt: skip
 
-    torch.manual_seed(0)
-    pretrained = out / "seresnet50_timm_layout.pth"
-    torch.save(tr.create_model("seresnet50", **sizes).state_dict(), pretrained)
+    # The stand-in for the hub's weights: a model in timm's hub layout.
+    pre = out / "pretrained-timm"
+    run("train", "--model", model, "--image-size", "32", "--data-dir", str(six), *common,
+        "--workdir", str(out / "pretrain"), "--export-dir", str(pre))  # fmt: skip
+    # 1-2: fine-tune it on 3 classes (a new head) and export in timm's layout.
+    tuned = out / "finetuned-timm"
+    run("train", "--initial-checkpoint", f"local-dir:{pre}", "--data-dir", str(three), *common,
+        "--workdir", str(out / "finetune"), "--export-dir", str(tuned))  # fmt: skip
+    # 3: seres eval of the export.
+    run("eval", str(tuned), "--dataset", "imagefolder", "--data-dir", str(three),
+        "--json", str(out / "eval.json"), "--no-progress")  # fmt: skip
 
-    backbone = jr.create_model("seresnet50", **sizes)  # 1000 classes, as the checkpoint
-    template = jax.eval_shape(backbone.init, jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
-    variables = load_checkpoint(pretrained).to_variables(template)  # strict
-    print(f"loaded {pretrained.name}: {len(flax_to_state_dict(variables))} tensors")
+    # 4: PyTorch reads the export: seres_torch strictly (timm's keys), timm where installed.
+    import safetensors.torch
 
-    model = jr.create_model("seresnet50", num_classes=10, **sizes)
-    features = variables["params"]["fc"]["kernel"].shape[0]
-    head_init = jax.jit(functools.partial(model.init, train=False))
-    head = head_init(jax.random.key(1, impl="rbg"), jnp.zeros((1, 32, 32, 3)))["params"]["fc"]
-    assert head["kernel"].shape == (features, 10)
-    variables["params"]["fc"] = head  # the new head; every other weight is the checkpoint's
+    from seres_jax.formats import load_checkpoint
+    from seres_jax.hub import resolve_local
+    from seres_jax.registry import build_flax, build_torch, variables_template
 
-    tx = optim.sgd(optim.warmup_cosine(0.02, args.steps), momentum=0.9, weight_decay=1e-4)
-    state = TrainState.create(model.apply, variables, tx)
-    # seres' XLA options (on the CPU, convolutions stay out of YNNPACK; see seres_jax.compiler).
-    step = compiler.jit(train_step, donate_argnums=0)
-    data = digits_rgb32()
-    # A grain dataset of batches: element i is step i's, reshuffled each epoch, endless.
-    batches = train_dataset(splits_from_arrays(data), 32, seed=0)
-    for i in range(args.steps):
-        x, y = batches[i]
-        state, metrics = step(state, x, y)
-    print(f"fine-tuned {args.steps} steps, last batch loss {float(metrics['loss_sum']) / 32:.4f}")
-
-    exported = out / "seresnet50_digits.pth"
-    save_state_dict(flax_to_state_dict(jax.device_get(state.variables)), exported, force=True)
-    torch_model = tr.create_model("seresnet50", num_classes=10, **sizes)
-    torch_model.load_state_dict(torch.load(exported, weights_only=True), strict=True)
-    torch_model.eval()
-    sample = data.test_images[:64]
-    logits_jax = np.asarray(jax.jit(model.apply)(state.variables, sample))
+    exported = resolve_local(tuned)
+    torch_model = build_torch(exported.arch).eval()
+    torch_model.load_state_dict(safetensors.torch.load_file(str(exported.weights)), strict=True)
+    images = np.random.default_rng(0).standard_normal((4, 32, 32, 3)).astype(np.float32)
+    variables = load_checkpoint(exported.weights).to_variables(variables_template(exported.arch))
+    logits_jax = np.asarray(build_flax(exported.arch).apply(variables, images, train=False))
     with torch.no_grad():
-        logits_torch = torch_model(torch.from_numpy(sample.transpose(0, 3, 1, 2))).numpy()
+        logits_torch = torch_model(torch.from_numpy(images.transpose(0, 3, 1, 2))).numpy()
     diff = float(np.max(np.abs(logits_jax - logits_torch)))
     scale = float(np.max(np.abs(logits_torch)))
-    acc = float(np.mean(logits_torch.argmax(-1) == data.test_labels[:64]))
-    print(f"exported {exported.name}; PyTorch loads it strictly; accuracy on 64 test images "
-          f"{acc:.2%}; largest logit difference {diff:.2e} (of {scale:.2e})")  # fmt: skip
+    result = json.loads((out / "eval.json").read_text())["jax"]
+    print(f"{tuned}: {exported.arch}, classes {exported.label_names}; seres eval top-1 "
+          f"{result['acc']:.2%}; PyTorch loads it strictly, largest logit difference "
+          f"{diff:.2e} (of {scale:.2e})")  # fmt: skip
     if not diff <= 1e-4 * max(scale, 1.0):
         raise SystemExit("JAX and PyTorch disagree on the exported weights")
+    try:
+        import timm
+    except ImportError:
+        print("timm is not installed here; with it: "
+              f'timm.create_model("local-dir:{tuned}", pretrained=True)')  # fmt: skip
+    else:
+        timm.create_model(f"local-dir:{tuned}", pretrained=True)
+        print(f'timm.create_model("local-dir:{tuned}", pretrained=True) loaded it')
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import pytest
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.py"))
 # Arguments that keep each example small enough for the default suite.
-SMOKE_ARGS: dict[str, list[str]] = {"finetune_timm_seresnet50.py": ["--small", "--steps", "4"]}
+SMOKE_ARGS: dict[str, list[str]] = {"finetune_timm_seresnet50.py": ["--small", "--epochs", "1"]}
 
 
 def test_there_are_examples():

@@ -1,4 +1,5 @@
-"""The ``seres`` command line: ``train``, ``eval``, ``demo``, ``convert``, ``parity``, ``data``.
+"""The ``seres`` command line: ``train``, ``eval``, ``demo``, ``convert``, ``export``, ``parity``,
+``data``.
 
 A thin layer over ``seres_jax``: every command is a few calls into the library. Every user
 error (unknown model or dataset, bad data directory, a batch size the devices cannot split, a
