@@ -77,3 +77,20 @@ def test_another_architecture_is_refused_naming_its_keys(tmp_path):
     save_state_dict(flax_to_state_dict(wider), path, force=True)
     with pytest.raises(ConversionError, match=r"layer4\.0\.conv1\.weight"):
         initial_weights(path, _variables(f"{ARCH},num_classes=1000", 2))
+
+
+def test_seres_train_refuses_another_architecture_in_one_error(tmp_path, capsys):
+    """``seres train --initial-checkpoint`` of a narrower network: the error names the file,
+    the run's architecture and the differing keys, exit 2, no work directory."""
+    from seres_cli.main import main
+
+    path = tmp_path / "narrow.safetensors"
+    save_state_dict(flax_to_state_dict(_variables("seresnet_tiny:in_ch=1,base=8", 1)), path)
+    workdir = tmp_path / "run"
+    code = main(["train", "--initial-checkpoint", str(path), "--workdir", str(workdir),
+                 "--no-progress"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and not workdir.exists()
+    first = err.splitlines()[0]
+    assert first.startswith(f"seres: error: checking {path} against seresnet_tiny:"), err
+    assert "stem.0.weight" in err or "stage1" in err, err

@@ -133,6 +133,12 @@ def test_resume_continues_the_same_trajectory(tmp_path):
         (["--aug-repeats", "0"], "--aug-repeats: must be a whole number >= 1"),
         # timm's epoch of 1438 // 256 * 256 = 1280 images holds no batch of 1400.
         (["--aug-repeats", "3", "--batch-size", "1400"], "fewer than its batch of 1400"),
+        (["--initial-checkpoint", "/nonexistent/w.pth"], "/nonexistent/w.pth: no such file"),
+        (["--initial-checkpoint", "hf-hub:timm"], "malformed hub name 'hf-hub:timm'"),
+        (["--pretrained"], "seresnet_tiny"),
+        (["--pretrained", "--initial-checkpoint", "x.pth"], "exclude each other"),
+        (["--num-classes", "5"], "--num-classes 5 is fewer than the 10 classes of digits"),
+        (["--in-chans", "3"], "--in-chans 3, but digits images have 1 channels"),
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(argv, message, tmp_path, capsys):

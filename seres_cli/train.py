@@ -21,6 +21,7 @@ from .common import (
     UsageError,
     _add_compile_cache,
     _add_image_arguments,
+    _checked_against,
     _export,
     _int_at_least,
     _Parser,
@@ -521,14 +522,17 @@ def _weights_source(fields: dict[str, Any]) -> tuple[str, Path] | None:
     return source, path
 
 
-def _initial_weights(weights: tuple[str, Path], model: Any, dataset: Any, config: Any) -> Any:
+def _initial_weights(
+    weights: tuple[str, Path], arch: str, model: Any, dataset: Any, config: Any
+) -> Any:
     """The weights on the run's model (``seres_jax.train.initial_weights``), said in a line."""
     from seres_jax.train import init_variables
     from seres_jax.train.initial import initial_weights
 
     name, path = weights
     fresh = init_variables(model, dataset.image_shape, config.seed)
-    start = initial_weights(path, fresh, name=name)
+    with _checked_against(Path(name), arch):
+        start = initial_weights(path, fresh, name=name)
     changes = [f"classifier {', '.join(start.reinitialised)} re-initialised"] * bool(
         start.reinitialised
     ) + [f"{', '.join(start.adapted)} adapted to {dataset.image_shape[-1]} channels"] * bool(
@@ -635,7 +639,7 @@ def run(args: argparse.Namespace) -> int:
     arch = run_arch(config, dataset.image_shape[-1], dataset.num_classes)
     variables_template(arch)  # widths its numbers make impossible: one line, no workdir
     model = build_flax(arch)
-    start = None if weights is None else _initial_weights(weights, model, dataset, config)
+    start = None if weights is None else _initial_weights(weights, arch, model, dataset, config)
     total = config.steps(len(dataset.train)).last
     progress = _Progress(total, args.progress)
     try:
