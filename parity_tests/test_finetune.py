@@ -59,6 +59,7 @@ def test_hub_checkpoint_fine_tuned_exported_as_timm_and_evaluated(hub, tmp_path,
     assert run["initial"]["source"] == hub and run["initial"]["reinitialised"] == [
         "fc.weight", "fc.bias"]  # fmt: skip
     assert run["initial"]["eval"]["step"] == 0
+    assert run["data"]["train"]["input_size"] == 32  # recorded for runs started from this one
 
     # The export is what timm's save_for_hf writes for this network (recorded for the same
     # reduced seresnet18, one block a stage) and holds timm's tensors (the source's, the head

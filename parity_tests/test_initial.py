@@ -94,3 +94,27 @@ def test_seres_train_refuses_another_architecture_in_one_error(tmp_path, capsys)
     first = err.splitlines()[0]
     assert first.startswith(f"seres: error: checking {path} against seresnet_tiny:"), err
     assert "stem.0.weight" in err or "stage1" in err, err
+
+
+def test_a_seres_run_as_the_source_gives_its_recorded_preprocessing(tmp_path):
+    """Weights from a seres work directory bring the preprocessing that run recorded in its
+    config.json (what it trained with), as a timm model's pretrained_cfg would; bare weights
+    leave the model's own."""
+    import dataclasses
+    import json
+
+    from seres_jax.data.images import DataConfig
+    from seres_jax.train import TrainConfig
+
+    source = TrainConfig(model=ARCH, dataset="imagefolder")
+    trained = DataConfig(input_size=48, crop_pct=0.9, interpolation="bilinear")
+    record = {"config": dataclasses.asdict(source), "arch": f"{ARCH},num_classes=3",
+              "data": {"train": dataclasses.asdict(trained)}}  # fmt: skip
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.json").write_text(json.dumps(record))
+    run = TrainConfig(model=ARCH, initial_checkpoint=str(tmp_path / "run"))
+    assert run.data_options().data_config == trained
+    weights = tmp_path / "bare.safetensors"
+    weights.write_bytes(b"")
+    bare = TrainConfig(model=ARCH, initial_checkpoint=str(weights)).data_options().data_config
+    assert bare.input_size == 224  # timm's seresnet18 default

@@ -13,6 +13,7 @@ may change (``RESUMABLE_CHANGES``).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from dataclasses import dataclass, replace
@@ -24,7 +25,7 @@ from .. import optim
 from ..data.arrays import DataError
 from ..data.auto_augment import check_auto_augment
 from ..data.catalog import DATASETS, DataOptions
-from ..data.images import INTERPOLATIONS
+from ..data.images import INTERPOLATIONS, DataConfig
 from ..data.pipeline import steps_per_epoch
 from ..ema import EmaConfig
 from ..optim import CLIP_MODES, SCHEDULE_NAMES, TIMM_OPTIMIZER_NAMES
@@ -347,19 +348,17 @@ class TrainConfig:
 
     def data_options(self, *, val_at_test_size: bool = True) -> DataOptions:
         """What the run asks of its dataset: augmentation, and for image datasets the model's
-        pretrained data config (``seres_jax.registry.data_config``; an ``hf-hub:`` or timm
-        directory ``initial_checkpoint``'s own, from its ``config.json``) with the run's
+        pretrained data config (``seres_jax.registry.data_config``; where the run starts from
+        an ``initial_checkpoint``, the weights' own) with the run's
         ``image_size``, ``crop_pct`` and ``interpolation`` in its place; the validation
         split's at ``val_image_size``/``val_crop_pct``, else the weights' test size and crop
         where they have one and the run sets no ``image_size``/``crop_pct`` of its own
         (``val_at_test_size=False``: the training size's, as timm's
         ``resolve_data_config({}, model=m)``)."""
-        from ..hub import resolve_model
         from ..registry import data_config
 
-        weights = resolve_model(self.initial_checkpoint) if self.initial_checkpoint else None
         # timm's resolve_data_config: the weights' own pretrained config where they carry one.
-        pretrained = weights.data_config if weights is not None else data_config(self.model)
+        pretrained = self._weights_data_config() or data_config(self.model)
         train = pretrained.for_eval(self.image_size, self.crop_pct, self.interpolation)
         val = pretrained.for_eval(
             self.val_image_size or self.image_size,
@@ -383,6 +382,27 @@ class TrainConfig:
             color_jitter_prob=self.color_jitter_prob,
             grayscale_prob=self.grayscale_prob,
         )
+
+    def _weights_data_config(self) -> DataConfig | None:
+        """The preprocessing ``initial_checkpoint``'s weights were trained with: a timm model's
+        ``pretrained_cfg`` (``hf-hub:`` or a timm directory), or the training preprocessing of
+        the seres run it belongs to; ``None`` for bare weights."""
+        from ..hub import resolve_model
+        from .workdir import find_run_config
+
+        if not self.initial_checkpoint:
+            return None
+        weights = resolve_model(self.initial_checkpoint)
+        if weights is not None:
+            return weights.data_config
+        run = find_run_config(self.initial_checkpoint)
+        if run is None:
+            return None
+        if "data" in run[1]:  # what the run recorded it trained with
+            return DataConfig(**run[1]["data"]["train"])
+        fields = {f.name for f in dataclasses.fields(TrainConfig)}  # a run of an earlier seres
+        stored = {k: v for k, v in run[1]["config"].items() if k in fields}
+        return TrainConfig(**stored).data_options().data_config
 
     def steps(self, num_train: int) -> RunSteps:
         """The run's length in steps over ``num_train`` training images (the one place it is

@@ -274,6 +274,11 @@ def fit(
     records = read_metrics(workdir) if resume and workdir is not None else []
     run = config.steps(len(splits.train))
     steps_per_epoch, last_step = run.per_epoch, run.last
+    # The preprocessing, recorded so that a run started from this one's weights uses it.
+    preprocessing = config.data_options()
+    validation = preprocessing.val_config or preprocessing.data_config
+    data = {"train": dataclasses.asdict(preprocessing.data_config),
+            "val": dataclasses.asdict(validation)}  # fmt: skip
 
     model = model.clone(dtype=PRECISIONS[config.precision])
     if variables is None:
@@ -351,7 +356,7 @@ def fit(
                 on_log(start)
         if workdir is not None:
             record = None if initial is None or start is None else {**initial, "eval": start}
-            _write_run_config(workdir, config, arch, changes, step, record)
+            _write_run_config(workdir, config, arch, changes, step, record, data)
         tally.new_window()
         while step < last_step:
             x, y = next(iterator)

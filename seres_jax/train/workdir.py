@@ -169,10 +169,12 @@ def _write_run_config(
     changes: dict[str, list[Any]],
     step: int,
     initial: dict[str, Any] | None = None,
+    data: dict[str, Any] | None = None,
 ) -> None:
     """Describe the run in ``config.json``: this config, the software, the devices, the
-    overrides of earlier resumes plus this one's ``changes`` (taking effect at ``step``), and
-    where its starting weights came from (``initial``: kept from the file on a resume)."""
+    overrides of earlier resumes plus this one's ``changes`` (taking effect at ``step``),
+    where its starting weights came from (``initial``: kept from the file on a resume) and the
+    preprocessing it trains and validates with (``data``: ``DataConfig`` fields)."""
     path = workdir / CONFIG_FILE
     stored = _read_run_config(path) if path.is_file() else {}
     overrides = stored.get("overrides", [])
@@ -188,6 +190,8 @@ def _write_run_config(
     }
     if initial is not None:
         record["initial"] = initial
+    if data is not None:
+        record["data"] = data
     if jax.process_index() == 0:
         with atomic_path(path, force=True) as tmp:
             tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
