@@ -23,9 +23,10 @@ rounding of a half-integer) and the layout (NHWC here, CHW in timm); and an imag
 equals the probability exactly is erased by timm (``u <= p``) but not here (``u < p``), so
 that probability 0 never erases. The draws themselves come from the caller's key (timm: the
 global Python and torch generators), independent per attempt where timm's stream stops at the
-accepted one, and in ``pixel`` mode from one field of normals per image that every box shows
-through (an overlap shows one normal where timm's would show the later box's own): the
-distribution is timm's, each erased pixel one fresh standard normal.
+accepted one, and in ``pixel`` mode one patch of fresh normals per box, as timm draws it,
+only as large as a box can be (a third of the image by default: the normals are most of the
+cost), laid out in image coordinates: the distribution is timm's, each erased pixel one fresh
+standard normal.
 
 ``mode``, the counts and the areas are static (``RandomErasing`` is hashable): a configured
 probability of 0 makes ``random_erasing`` return the images without drawing. A ``probability``
@@ -140,7 +141,8 @@ class ErasingDraws(NamedTuple):
     * ``top``, ``left``: int32 ``(B, K, ATTEMPTS)``, the corner each attempt takes if accepted,
       in ``[0, H - h]`` and ``[0, W - w]`` for that attempt's size (any value otherwise).
     * ``fill``: ``None`` for ``const``; ``(B, K, C)`` normals for ``rand``; ``(B, H, W, C)``
-      normals for ``pixel``, in image coordinates (the box at ``(y, x)`` shows ``fill[b, y, x]``).
+      normals for ``pixel``, in image coordinates (the box at ``(y, x)`` shows ``fill[b, y, x]``;
+      ``draw_erasing`` lays a fresh patch per box there, other pixels are never shown).
     """
 
     apply: jax.Array
@@ -225,9 +227,50 @@ def draw_erasing(
         fill = jax.random.normal(key_fill, (batch, high_count * channels), dtype)
         fill = fill.reshape(batch, high_count, channels)
     elif config.mode == "pixel":
-        fill = jax.random.normal(key_fill, (batch, height * width * channels), dtype)
-        fill = fill.reshape(batch, height, width, channels)
+        fill = _pixel_fill(key_fill, shape, config, box_h, box_w, top, left, dtype)
     return ErasingDraws(apply, counts, area, aspect, top, left, fill)
+
+
+def _pixel_fill(
+    key: jax.Array,
+    shape: tuple[int, ...],
+    config: RandomErasing,
+    box_h: jax.Array,
+    box_w: jax.Array,
+    top: jax.Array,
+    left: jax.Array,
+    dtype: jax.typing.DTypeLike,
+) -> jax.Array:
+    """``pixel``'s field of normals in image coordinates, drawn as timm draws them: one patch
+    of fresh normals per box, as large as the box can be (about ``max_area`` of the image, not
+    the whole image: the normals are most of the cost), laid out row-major in the box that
+    shows it (the last box's where boxes overlap, as later boxes cover earlier ones)."""
+    batch, height, width, channels = shape
+    boxes = box_h.shape[1]
+    # The largest accepted box: h * w <= t + (h + w) / 2 + 1/4 with t <= max_area * H * W.
+    size = min(
+        height * width, math.ceil(config.max_area * height * width + (height + width) / 2 + 1)
+    )
+    pool = jax.random.normal(key, (batch, boxes * size * channels), dtype)
+    pool = pool.reshape(batch, boxes * size, channels)
+    fits = (box_h < height) & (box_w < width)
+    first = jnp.argmax(fits, axis=-1)[..., None]
+
+    def pick(values: jax.Array) -> jax.Array:
+        return jnp.take_along_axis(values, first, axis=-1)[..., 0]
+
+    b_top, b_left, b_w = pick(top), pick(left), pick(box_w)
+    b_h = pick(box_h)
+    rows, cols = jnp.arange(height)[None, :, None], jnp.arange(width)[None, None, :]
+    index = jnp.zeros((batch, height, width), jnp.int32)
+    for k in range(boxes):
+        y = rows - b_top[:, k, None, None]
+        x = cols - b_left[:, k, None, None]
+        inside = (y >= 0) & (y < b_h[:, k, None, None]) & (x >= 0) & (x < b_w[:, k, None, None])
+        local = jnp.clip(y * b_w[:, k, None, None] + x, 0, size - 1)
+        index = jnp.where(inside, k * size + local, index)
+    fill = jnp.take_along_axis(pool, index.reshape(batch, height * width, 1), axis=1)
+    return fill.reshape(batch, height, width, channels)
 
 
 def erasing_boxes(
