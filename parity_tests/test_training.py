@@ -192,3 +192,15 @@ def test_train_cifar10_binary_end_to_end(tmp_path, capsys):
     torch_model.load_state_dict(state_dict, strict=True)
     assert {str(v.dtype) for v in state_dict.values()} == {"torch.float32", "torch.int64"}
     assert "final: val loss" in out
+
+
+def test_an_existing_export_dir_needs_overwrite(tmp_path, capsys):
+    out = tmp_path / "export"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    workdir = tmp_path / "run"
+    code = main(["train", "--workdir", str(workdir), "--export-dir", str(out), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert f"--export-dir {out} exists; pass --overwrite" in err
+    assert not workdir.exists() and (out / "notes.txt").read_text() == "mine"

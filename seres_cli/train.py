@@ -172,8 +172,9 @@ def add_arguments(sub: Subcommands) -> None:
     p.add_argument(
         "--overwrite",
         action="store_true",
-        help="start again in a --workdir holding a run (deleting its checkpoints, metrics and "
-        "curves, nothing else); replace an existing --export file",
+        help="start again in a --workdir holding a run (deleting its checkpoints, metrics, "
+        "curves and TensorBoard files, nothing else); replace an existing --export file and "
+        "the three files --export-dir writes",
     )
     p.add_argument("--export", type=Path, help="write the weights as a PyTorch .safetensors")
     p.add_argument(
@@ -604,6 +605,11 @@ def run(args: argparse.Namespace) -> int:
     if args.export_dir is not None:
         from seres_jax.export import check_export_dir
 
+        if args.export_dir.is_dir() and not args.overwrite:  # the library's message says --force
+            raise UsageError(
+                f"--export-dir {args.export_dir} exists; pass --overwrite to replace its "
+                "model.safetensors, config.json and README.md (nothing else)"
+            )
         protect = () if args.workdir is None else (args.workdir,)
         check_export_dir(args.export_dir, force=args.overwrite, protect=protect)
     if args.resume and args.workdir is None:

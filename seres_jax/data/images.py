@@ -459,43 +459,19 @@ class TrainTransform(grain.RandomMapTransform):
         auto_augment: AutoAugment | None = None,
         color_jitter_with_aa: bool = False,
     ) -> None:
-        _check_train_args(
-            size,
-            interpolation,
-            scale,
-            ratio,
-            hflip,
-            color_jitter,
-            vflip,
-            color_jitter_prob,
-            grayscale_prob,
-            auto_augment,
-            color_jitter_with_aa,
-        )
-        self.size, self.interpolation = size, interpolation
-        self.scale, self.ratio = tuple(scale), tuple(ratio)
-        self.hflip, self.color_jitter = hflip, color_jitter
-        self.vflip, self.color_jitter_prob = vflip, color_jitter_prob
-        self.grayscale_prob = grayscale_prob
-        self.auto_augment, self.color_jitter_with_aa = auto_augment, color_jitter_with_aa
+        self.size = size
+        # train_crop's keyword arguments, validated once here (and again per image there).
+        self.options: dict[str, Any] = dict(
+            interpolation=interpolation, scale=tuple(scale), ratio=tuple(ratio), hflip=hflip,
+            color_jitter=color_jitter, vflip=vflip, color_jitter_prob=color_jitter_prob,
+            grayscale_prob=grayscale_prob, auto_augment=auto_augment,
+            color_jitter_with_aa=color_jitter_with_aa,
+        )  # fmt: skip
+        _check_train_args(size, **self.options)
 
     def random_map(
         self, element: dict[str, Any], rng: np.random.Generator
     ) -> tuple[np.ndarray, np.int32]:
         img = decode_rgb(element["image"], element["name"])
-        pixels = train_crop(
-            img,
-            self.size,
-            rng,
-            self.interpolation,
-            self.scale,
-            self.ratio,
-            self.hflip,
-            self.color_jitter,
-            vflip=self.vflip,
-            color_jitter_prob=self.color_jitter_prob,
-            grayscale_prob=self.grayscale_prob,
-            auto_augment=self.auto_augment,
-            color_jitter_with_aa=self.color_jitter_with_aa,
-        )
+        pixels = train_crop(img, self.size, rng, **self.options)
         return pixels, np.int32(element["label"])
