@@ -534,13 +534,12 @@ def _initial_weights(
     fresh = init_variables(model, dataset.image_shape, config.seed)
     with _checked_against(Path(name), arch):
         start = initial_weights(path, fresh, name=name)
-    changes = [f"classifier {', '.join(start.reinitialised)} re-initialised"] * bool(
-        start.reinitialised
-    ) + [f"{', '.join(start.adapted)} adapted to {dataset.image_shape[-1]} channels"] * bool(
-        start.adapted
-    )
-    print(f"initial weights: {name} (sha256 {start.sha256[:12]}…)"
-          + (f"; {'; '.join(changes)}" if changes else ""))  # fmt: skip
+    line = f"initial weights: {name} (sha256 {start.sha256[:12]}…)"
+    if start.reinitialised:
+        line += f"; classifier {', '.join(start.reinitialised)} re-initialised"
+    if start.adapted:
+        line += f"; {', '.join(start.adapted)} adapted to {dataset.image_shape[-1]} channels"
+    print(line)
     return start
 
 

@@ -728,9 +728,7 @@ def export_run(
     if variables is None:
         variables = load_checkpoint(checkpoint, template=template).to_variables(template)
     if record is not None:
-        stored = record["config"]
-        fields = {f.name for f in dataclasses.fields(TrainConfig)}
-        config = TrainConfig(**{k: v for k, v in stored.items() if k in fields})
+        config = TrainConfig.from_record(record["config"])
         workdir = run[0].parent if run is not None else src
         return export_trained(
             variables, arch, config, out_dir, history=read_metrics(workdir), ema=ema,

@@ -16,7 +16,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from typing import Any
 
 import jax.numpy as jnp
 import optax
@@ -400,9 +402,15 @@ class TrainConfig:
             return None
         if "data" in run[1]:  # what the run recorded it trained with
             return DataConfig(**run[1]["data"]["train"])
-        fields = {f.name for f in dataclasses.fields(TrainConfig)}  # a run of an earlier seres
-        stored = {k: v for k, v in run[1]["config"].items() if k in fields}
-        return TrainConfig(**stored).data_options().data_config
+        # A run of an earlier seres: its preprocessing from its config.
+        return TrainConfig.from_record(run[1]["config"]).data_options().data_config
+
+    @classmethod
+    def from_record(cls, stored: Mapping[str, Any]) -> TrainConfig:
+        """The config a run's ``config.json`` records (``"config"``), leaving out fields this
+        seres does not have (a later one's)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in stored.items() if k in names})
 
     def steps(self, num_train: int) -> RunSteps:
         """The run's length in steps over ``num_train`` training images (the one place it is

@@ -101,8 +101,7 @@ def _read_run_config(path: Path) -> dict[str, Any]:
     # What it says feeds commands (eval, convert): each field must be one a run could have.
     try:
         stored = record["config"]
-        fields = {f.name for f in dataclasses.fields(TrainConfig)}
-        TrainConfig(**{k: v for k, v in stored.items() if k in fields}).validate(1)
+        TrainConfig.from_record(stored).validate(1)
         if not isinstance(record.get("arch"), str | None):
             raise TypeError
     except (TypeError, KeyError, AttributeError, TrainingError):
