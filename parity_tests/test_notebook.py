@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import pytest
 
 import seres_jax as sj
+from seres_jax import nnx as snnx
 from seres_jax.parity import compare_modules, randomize_batchnorm
 
 from .helpers import HAVE_TORCH, assert_parity, nchw_input
@@ -133,3 +134,28 @@ def test_notebook_checkpoint_runs_in_flax(nb, name, train, jax_device):
     template = jax.eval_shape(fm.init, jax.random.key(0), jnp.zeros((1, *shape[2:], shape[1])))
     sj.torch_to_flax(ref.state_dict(), template)  # strict: raises on any mismatch
     assert_parity(compare_modules(ref, fm, x, train=train, device=jax_device))
+
+
+# The notebook's networks as registered architectures, for the NNX models.
+NNX_ARCHS = {
+    "Tiny(post)": "seresnet_tiny",
+    "Tiny(pre,in1,b8,n1,r4,k7)": (
+        "seresnet_tiny_preact:in_ch=1,num_classes=7,base=8,n=1,reduction=4"
+    ),
+}
+
+
+@pytest.mark.requires_torch
+@pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
+@pytest.mark.parametrize("name", list(NNX_ARCHS))
+def test_notebook_checkpoint_runs_in_nnx(nb, name, train, jax_device):
+    """The notebook's state_dict loads strictly into the NNX ``SEResNetTiny`` and gives the
+    notebook's outputs, gradients and running statistics."""
+    ref, _, _, shape = _build(nb, name)
+    randomize_batchnorm(ref, seed=7)
+    model = snnx.from_torch(ref.state_dict(), NNX_ARCHS[name])  # strict
+    x = nchw_input(shape, seed=11)
+    result = compare_modules(
+        ref, model, x, train=train, device=jax_device, variables=snnx.to_linen(model)
+    )
+    assert_parity(result, label="fp32 nnx")

@@ -1,7 +1,7 @@
-"""Every registered architecture (``seres_jax.registry.MODELS``), tested the same way: its two
+"""Every registered architecture (``seres_jax.registry.MODELS``), tested the same way: its
 classes by import path, ``init`` (abstract here: the conversion template; concrete at full size
-behind ``-m slow``), a strict conversion round trip and eval/train parity at reduced sizes. A new
-registration is covered without a new test."""
+behind ``-m slow``), a strict conversion round trip and eval/train parity at reduced sizes, of
+the linen model and of its NNX twin. A new registration is covered without a new test."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
+from seres_jax import nnx as snnx
 from seres_jax.convert import flax_to_torch, torch_to_flax
 from seres_jax.layers import count_params
 from seres_jax.parity import compare_modules, randomize_batchnorm
@@ -68,11 +69,25 @@ def test_twins_take_the_same_arguments_and_defaults(name):
     assert set(spec.arguments()) == set(torch_defaults)
 
 
+@pytest.mark.parametrize("name", sorted({MODELS[n].flax_path: n for n in NAMES}.values()))
+def test_the_nnx_twin_takes_the_linen_arguments_and_defaults(name):
+    spec = MODELS[name]
+    nnx_defaults = {
+        key: p.default
+        for key, p in inspect.signature(spec.nnx_cls.__init__).parameters.items()
+        if key not in ("self", "dtype", "param_dtype", "rngs")
+    }
+    flax_defaults = {f.name: f.default for f in spec.flax_cls.__dataclass_fields__.values()}
+    assert spec.nnx_cls.__name__ == spec.flax_cls.__name__
+    assert nnx_defaults == {key: flax_defaults[key] for key in spec.arguments()}
+
+
 def test_building_every_flax_model_does_not_import_torch():
     code = (
         "import sys, seres_jax.registry as r;"
         "[r.build_flax(name) for name in r.MODELS];"
         "r.variables_template('seresnet_tiny:base=4,n=1');"
+        "import seres_jax.nnx as n; n.abstract_model('seresnet_tiny:base=4,n=1');"
         "assert 'torch' not in sys.modules, 'torch was imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
@@ -117,8 +132,15 @@ def test_a_fresh_flax_model_is_initialised_as_its_torch_twin(name):
 @pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
 @pytest.mark.parametrize("name", HEAVY)
 def test_reduced_parity(name, train, jax_device):
+    """The linen model and its NNX twin, each against the PyTorch model at the same gates:
+    outputs, input and parameter gradients, running statistics. The NNX model takes the same
+    converted weights (``compare_modules`` runs it through ``seres_jax.nnx.linen_apply``); it
+    computes the linen model's program, so it mostly hits the compilation cache."""
     model, flax_model, x = reduced_case(name)
     assert_parity(compare_modules(model, flax_model, x, train=train, device=jax_device))
+    nnx_model = snnx.abstract_model(name, **reduced_arguments(name))
+    result = compare_modules(model, nnx_model, x, train=train, device=jax_device)
+    assert_parity(result, label="fp32 nnx")
 
 
 @pytest.mark.slow

@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 
 import jax
+import numpy as np
 import pytest
 
 import seres_jax.train as train
@@ -241,3 +242,20 @@ def test_the_default_compile_cache_defers_to_the_env_then_to_jax(jax_cache_confi
     monkeypatch.delenv("SERES_COMPILE_CACHE")
     jax.config.update("jax_compilation_cache_dir", None)
     assert default_compile_cache() == "/xdg/seres/jax"
+
+
+def test_a_run_opens_as_an_nnx_model(base_run):
+    """``seres_jax.nnx.load`` reads a ``seres train`` work directory's latest checkpoint, as
+    ``seres eval`` does, into the NNX model, bit for bit."""
+    from seres_jax import nnx as snnx
+    from seres_jax.convert import flax_to_state_dict
+    from seres_jax.formats import load_checkpoint
+    from seres_jax.registry import variables_template
+
+    template = variables_template(FULL_ARCH)
+    saved = load_checkpoint(base_run / "checkpoints", template=template).to_variables(template)
+    model = snnx.load(base_run, FULL_ARCH)
+    ours, theirs = flax_to_state_dict(snnx.to_linen(model)), flax_to_state_dict(saved)
+    assert ours.keys() == theirs.keys()
+    assert all(np.array_equal(ours[k], theirs[k]) for k in ours)
+    assert int(ours["stem.1.num_batches_tracked"]) == 2  # the run's two steps, not a fresh model

@@ -17,8 +17,10 @@ import pytest
 from safetensors import safe_open
 
 import seres_jax as sj
+from seres_jax import nnx as snnx
 from seres_jax.convert import flax_to_state_dict, torch_to_flax
 from seres_jax.parity import ParityResult, relative_error
+from seres_jax.registry import format_arch
 
 from .helpers import TORCH_REFERENCE, assert_parity
 
@@ -65,18 +67,23 @@ def test_batchnorm_follows_recorded_torch_over_train_steps_then_eval(case):
     assert relative_error(y_eval, _nhwc(ref["eval_y"])) < 1e-5
 
 
+@pytest.mark.parametrize("api", ["linen", "nnx"])
 @pytest.mark.parametrize("mode", ["train", "eval"])
-def test_tiny_forward_and_backward_match_recorded_torch(mode):
+def test_tiny_forward_and_backward_match_recorded_torch(mode, api):
+    """The linen ``SEResNetTiny`` and its NNX twin (run on the same weights through
+    ``seres_jax.nnx.linen_apply``) against PyTorch's recorded forward and backward."""
     ref = _group(f"tiny/{mode}/")
     model = sj.SEResNetTiny(**TINY)
     x = _nhwc(REFERENCE["tiny/x"])
     template = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, *x.shape[1:])))
     variables = torch_to_flax(_group("tiny/state/"), template)
+    arch = format_arch("seresnet_tiny", TINY)
+    apply = model.apply if api == "linen" else snnx.linen_apply(snnx.abstract_model(arch))
 
     @jax.jit
     def vjp(params, x, cotangent):
         def forward(p, x_):
-            return model.apply(
+            return apply(
                 {"params": p, "batch_stats": variables["batch_stats"]},
                 x_,
                 train=mode == "train",
@@ -103,7 +110,7 @@ def test_tiny_forward_and_backward_match_recorded_torch(mode):
             k: float(abs(stats[k] - v)) if v.dtype.kind == "i" else relative_error(stats[k], v)
             for k, v in buffers.items()
         }
-    assert_parity(result, label="fp32 vs recorded torch")
+    assert_parity(result, label="fp32 vs recorded torch" + (" (nnx)" if api == "nnx" else ""))
 
 
 @pytest.mark.requires_torch

@@ -1,6 +1,7 @@
 """Training-trajectory parity: the same initial weights and batches, 10 optimizer steps in
-PyTorch and in JAX, give the same loss at every step and the same weights and running
-statistics at the end.
+PyTorch and in JAX (the linen model with seres' step, and the NNX model with ``nnx.Optimizer``
+and ``seres_jax.nnx``'s step), give the same loss at every step and the same weights and
+running statistics at the end.
 
 Tolerance: 10 steps compound float32 rounding through forward, backward and optimizer, so
 the gates are 1e-5 on each step's loss (relative) and 1e-4 on parameters and running
@@ -14,13 +15,16 @@ import functools
 
 import jax
 import pytest
+from flax import nnx
 
 import seres_jax as sj
 from seres_jax import compiler, optim
+from seres_jax import nnx as snnx
 from seres_jax.convert import flax_to_state_dict, torch_to_flax
 from seres_jax.data import load_digits, splits_from_arrays, train_dataset
 from seres_jax.parity import relative_error
-from seres_jax.train import StepOptions, TrainState, train_step
+from seres_jax.registry import format_arch
+from seres_jax.train import StepOptions, TrainState, make_mesh, train_step
 
 from .helpers import HAVE_TORCH
 
@@ -70,24 +74,51 @@ def batches():
     return [stream[i] for i in range(STEPS)]
 
 
+def _linen_loop(kw, variables, tx, options):
+    """seres' linen step, compiled as its own training loop compiles it (with its XLA
+    options): ``step(images, labels) -> loss`` and ``final() -> variables``."""
+    state = TrainState.create(sj.SEResNetTiny(**kw).apply, variables, tx)
+    jitted = compiler.jit(
+        functools.partial(train_step, options=options), platform="cpu", donate_argnums=0
+    )
+
+    def step(images, labels):
+        nonlocal state
+        state, metrics = jitted(state, images, labels)
+        return metrics
+
+    return step, lambda: jax.device_get(state.variables)
+
+
+def _nnx_loop(kw, variables, tx, options):
+    """The same with the NNX model, ``nnx.Optimizer`` and ``seres_jax.nnx.compile_steps``."""
+    arch = format_arch("seresnet_tiny", kw)
+    model = snnx.to_nnx(variables, arch)
+    optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+    steps = snnx.compile_steps(make_mesh(jax.devices("cpu")[:1]))
+
+    def step(images, labels):
+        nonlocal model, optimizer
+        model, optimizer, metrics = steps.train(model, optimizer, images, labels, options)
+        return metrics
+
+    return step, lambda: snnx.to_linen(model, arch)
+
+
+@pytest.mark.parametrize("api", ["linen", "nnx"])
 @pytest.mark.parametrize(
     ("name", "make", "lr", "preact"),
     [("sgd", _torch_sgd, 0.05, False), ("adamw", _torch_adamw, 2e-3, True)],
     ids=["sgd-nesterov-wd-warmup_cosine-postact", "adamw-onecycle-preact"],
 )
-def test_ten_steps_match_pytorch(name, make, lr, preact, batches):
+def test_ten_steps_match_pytorch(name, make, lr, preact, api, batches):
     kw = dict(in_ch=1, num_classes=10, base=8, n=1, reduction=4, preact=preact)
     torch_model = st.SEResNetTiny(**kw).train()
     variables = torch_to_flax(torch_model.state_dict())
     opt, sched, tx = make(torch_model.parameters(), lr, STEPS)
-
-    flax_model = sj.SEResNetTiny(**kw)
-    state = TrainState.create(flax_model.apply, variables, tx)
-    # Compiled as seres' own training loop compiles it (compile_steps): with its XLA options.
     options = StepOptions(label_smoothing=SMOOTHING)  # no mixup: torch's plain smoothed loss
-    step = compiler.jit(
-        functools.partial(train_step, options=options), platform="cpu", donate_argnums=0
-    )
+    loop = _linen_loop if api == "linen" else _nnx_loop
+    step, final_variables = loop(kw, variables, tx, options)
 
     loss_errors = []
     for images, labels in batches:
@@ -97,11 +128,11 @@ def test_ten_steps_match_pytorch(name, make, lr, preact, batches):
         loss_t.backward()
         opt.step()
         sched.step()
-        state, metrics = step(state, images, labels)
+        metrics = step(images, labels)
         loss_j = float(metrics["loss_sum"]) / BATCH
         loss_errors.append(abs(loss_j - loss_t.item()) / abs(loss_t.item()))
 
-    final = flax_to_state_dict(jax.device_get(state.variables))
+    final = flax_to_state_dict(final_variables())
     reference = torch_model.state_dict()
     assert set(final) == set(reference)
     param_names = {k for k, _ in torch_model.named_parameters()}
@@ -112,7 +143,7 @@ def test_ten_steps_match_pytorch(name, make, lr, preact, batches):
         if k.endswith(("running_mean", "running_var"))
     )
     counts = {int(final[k]) for k in reference if k.endswith("num_batches_tracked")}
-    print(f"{name} {'pre' if preact else 'post'}: worst loss {max(loss_errors):.2e}, "
+    print(f"{api} {name} {'pre' if preact else 'post'}: worst loss {max(loss_errors):.2e}, "
           f"params {param_err:.2e}, running stats {stats_err:.2e}")  # fmt: skip
     assert max(loss_errors) < LOSS_TOL, loss_errors
     assert param_err < STATE_TOL

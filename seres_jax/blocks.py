@@ -6,7 +6,7 @@ batch statistics and updates the ``batch_stats`` collection as PyTorch's train m
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -93,18 +93,20 @@ class SEResBlockPreAct(_SEResBlock):
 
 
 def make_stage(
-    block_cls: type[nn.Module],
+    block_cls: Callable[..., Any],
     cin: int,
     cout: int,
     n_blocks: int,
     first_stride: int,
     reduction: int,
     **block_kwargs: Any,
-) -> Sequence[nn.Module]:
+) -> list[Any]:
     """``n_blocks`` blocks; the first changes channels/stride, the rest keep ``cout`` at stride 1.
 
     Returns a list: call it from ``setup`` and assign it to an attribute (``self.stage1 = ...``)
     so the blocks are named ``stage1_0``, ``stage1_1``, ... like PyTorch's ``stage1.0``.
+    ``block_cls`` is any block class of either Flax API (``seres_jax.nnx.blocks`` builds its
+    stages with this rule).
     """
     layers = [block_cls(cin, cout, stride=first_stride, reduction=reduction, **block_kwargs)]
     layers += [

@@ -64,6 +64,16 @@ def torch_uniform(fan_in: int) -> Initializer:
 HE_NORMAL: Initializer = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 
+def check_groups(cin: int, cout: int, groups: int) -> None:
+    """Refuse a convolution whose widths are not positive multiples of ``groups``, naming them
+    (``conv2d``'s check, shared with ``seres_jax.nnx.layers.conv2d``)."""
+    if min(cin, cout) < groups or cin % groups or cout % groups:
+        raise ValueError(
+            "widths must be positive multiples of the groups: a convolution of "
+            f"{cin} -> {cout} channels in {groups} group(s)"
+        )
+
+
 def conv2d(
     cin: int,
     cout: int,
@@ -82,11 +92,7 @@ def conv2d(
     groups=groups)``, initialised as PyTorch does unless ``kernel_init`` is given. Widths that
     are not positive multiples of ``groups`` (a small ``channels`` under grouped convolutions or
     the SE squeeze) are refused here, with the numbers, not deep inside ``init``."""
-    if min(cin, cout) < groups or cin % groups or cout % groups:
-        raise ValueError(
-            "widths must be positive multiples of the groups: a convolution of "
-            f"{cin} -> {cout} channels in {groups} group(s)"
-        )
+    check_groups(cin, cout, groups)
     init = torch_uniform(cin // groups * k * k)
     return nn.Conv(
         cout,
@@ -106,6 +112,47 @@ def conv2d(
 def global_avg_pool(x: jax.Array) -> jax.Array:
     """``AdaptiveAvgPool2d(1)`` on NHWC, keeping the spatial dims; accumulates in float32."""
     return jnp.mean(x, axis=(1, 2), keepdims=True, dtype=jnp.float32).astype(x.dtype)
+
+
+def batch_norm(
+    x: jax.Array,
+    scale: jax.Array,
+    bias: jax.Array,
+    running_mean: jax.Array,
+    running_var: jax.Array,
+    *,
+    train: bool,
+    momentum: float,
+    epsilon: float,
+    dtype: Dtype,
+) -> tuple[jax.Array, tuple[jax.Array, jax.Array] | None]:
+    """``BatchNorm``'s numerics on arrays (shared with ``seres_jax.nnx.layers.BatchNorm``):
+    the output in ``dtype`` and, in train mode, the updated running mean and variance in float32
+    (``None`` in eval mode); the caller stores them and counts the batch."""
+    if train:
+        reduce_axes = tuple(range(x.ndim - 1))
+        n = math.prod(x.shape[:-1])
+        if n < 2:
+            # PyTorch raises here too: the unbiased variance of one value is undefined.
+            raise ValueError(
+                f"BatchNorm in train mode needs more than 1 value per channel, got input "
+                f"shape {x.shape}"
+            )
+        xf = x.astype(jnp.float32)
+        mean = jnp.mean(xf, axis=reduce_axes)
+        var = jnp.mean(jnp.square(xf - mean), axis=reduce_axes)
+        m = momentum
+        new_mean = (1.0 - m) * running_mean.astype(jnp.float32) + m * mean
+        new_var = (1.0 - m) * running_var.astype(jnp.float32) + m * var * (n / (n - 1))
+        updated: tuple[jax.Array, jax.Array] | None = (new_mean, new_var)
+    else:
+        mean = running_mean.astype(jnp.float32)
+        var = running_var.astype(jnp.float32)
+        updated = None
+    # Centre before scaling (not x * mul + shift): no cancellation when |mean| >> std.
+    mul = scale.astype(jnp.float32) * jax.lax.rsqrt(var + epsilon)
+    y = (x.astype(jnp.float32) - mean) * mul + bias.astype(jnp.float32)
+    return y.astype(dtype), updated
 
 
 class BatchNorm(nn.Module):
@@ -142,34 +189,16 @@ class BatchNorm(nn.Module):
         ra_var = self.variable("batch_stats", "var", jnp.ones, (features,), stat_dtype)
         count = self.variable("batch_stats", "num_batches_tracked", jnp.zeros, (), jnp.int32)
 
-        if train:
-            reduce_axes = tuple(range(x.ndim - 1))
-            n = math.prod(x.shape[:-1])
-            if n < 2:
-                # PyTorch raises here too: the unbiased variance of one value is undefined.
-                raise ValueError(
-                    f"BatchNorm in train mode needs more than 1 value per channel, got input "
-                    f"shape {x.shape}"
-                )
-            xf = x.astype(jnp.float32)
-            mean = jnp.mean(xf, axis=reduce_axes)
-            var = jnp.mean(jnp.square(xf - mean), axis=reduce_axes)
-            if not self.is_initializing():
-                m = self.momentum
-                new_mean = (1.0 - m) * ra_mean.value.astype(jnp.float32) + m * mean
-                new_var = (1.0 - m) * ra_var.value.astype(jnp.float32) + m * var * (n / (n - 1))
-                ra_mean.value = new_mean.astype(stat_dtype)
-                ra_var.value = new_var.astype(stat_dtype)
-                count.value = count.value + 1
-        else:
-            mean = ra_mean.value.astype(jnp.float32)
-            var = ra_var.value.astype(jnp.float32)
-
         dtype = self.dtype or jnp.result_type(x, self.param_dtype)
-        # Centre before scaling (not x * mul + shift): no cancellation when |mean| >> std.
-        mul = scale.astype(jnp.float32) * jax.lax.rsqrt(var + self.epsilon)
-        y = (x.astype(jnp.float32) - mean) * mul + bias.astype(jnp.float32)
-        return y.astype(dtype)
+        y, updated = batch_norm(
+            x, scale, bias, ra_mean.value, ra_var.value, train=train, momentum=self.momentum,
+            epsilon=self.epsilon, dtype=dtype,
+        )  # fmt: skip
+        if updated is not None and not self.is_initializing():
+            ra_mean.value = updated[0].astype(stat_dtype)
+            ra_var.value = updated[1].astype(stat_dtype)
+            count.value = count.value + 1
+        return y
 
 
 class SEBlock(nn.Module):
@@ -333,12 +362,21 @@ class DropPath(nn.Module):
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         if self.drop_prob == 0.0 or not train:
             return x
-        keep = 1.0 - self.drop_prob
-        shape = (x.shape[0],) + (1,) * (x.ndim - 1)
-        # The scale is rounded to x's dtype from float32, as PyTorch's div_ of a reduced-
-        # precision tensor by a Python number computes it.
-        mask = jax.random.bernoulli(self.make_rng("dropout"), keep, shape)
-        scale = mask.astype(jnp.promote_types(x.dtype, jnp.float32))
-        if keep > 0.0 and self.scale_by_keep:
-            scale = scale / keep
-        return x * scale.astype(x.dtype)
+        return drop_path(x, self.make_rng("dropout"), self.drop_prob, self.scale_by_keep)
+
+
+def drop_path(
+    x: jax.Array, key: jax.Array, drop_prob: float, scale_by_keep: bool = True
+) -> jax.Array:
+    """``DropPath``'s train-mode numerics on arrays (shared with ``seres_jax.nnx.layers``):
+    ``x`` with each sample kept with probability ``1 - drop_prob`` (one Bernoulli draw of
+    ``key`` per sample) and, with ``scale_by_keep``, the kept ones scaled by ``1 / keep``."""
+    keep = 1.0 - drop_prob
+    shape = (x.shape[0],) + (1,) * (x.ndim - 1)
+    # The scale is rounded to x's dtype from float32, as PyTorch's div_ of a reduced-
+    # precision tensor by a Python number computes it.
+    mask = jax.random.bernoulli(key, keep, shape)
+    scale = mask.astype(jnp.promote_types(x.dtype, jnp.float32))
+    if keep > 0.0 and scale_by_keep:
+        scale = scale / keep
+    return x * scale.astype(x.dtype)

@@ -1029,7 +1029,11 @@ _HEADS = ("fc", "last_linear")
 
 
 def _not_head(params: optax.Params) -> Any:
-    return {k: jax.tree.map(lambda _, k=k: k not in _HEADS, v) for k, v in params.items()}
+    # By path, not by rebuilding a dict: the mask must have the params' own tree type (an
+    # NNX model's nnx.State as much as a linen dict).
+    return jax.tree_util.tree_map_with_path(
+        lambda path, _: getattr(path[0], "key", None) not in _HEADS, params
+    )
 
 
 def recipe_optimizer(

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 import flax.linen as nn
 import jax
 import numpy as np
+from flax import nnx
 from flax.traverse_util import flatten_dict
 
 from .convert import flax_module_path_to_torch, flax_to_state_dict, torch_to_flax
@@ -206,7 +207,7 @@ def _layer_rows(
 
 def compare_modules(
     torch_module: torch.nn.Module,
-    flax_module: nn.Module,
+    flax_module: nn.Module | nnx.Module,
     x: np.ndarray,
     *,
     train: bool,
@@ -221,24 +222,32 @@ def compare_modules(
     Gradients are those of ``sum(output * c)`` for a seeded random cotangent ``c``, so every
     output element carries a different weight. ``torch_module`` itself is not modified.
     The JAX side runs on ``device`` (default: JAX's default device) with ``variables``
-    (default: ``torch_module``'s state converted). ``layers=True`` also compares every
+    (default: ``torch_module``'s state converted). ``flax_module`` is a linen module or an
+    NNX one (``seres_jax.nnx``), which then runs those weights through
+    ``seres_jax.nnx.convert.linen_apply``. ``layers=True`` (linen only) also compares every
     layer's output (``ParityResult.layers``), from the same forward pass.
     ``reference_dtype=torch.float64`` runs PyTorch in float64: the error is then JAX's own.
     """
     x = np.asarray(x, dtype=np.float32)
     mutable = ["batch_stats", "intermediates"] if layers else ["batch_stats"]
+    kwargs: dict[str, Any] = {"train": train}
+    if not isinstance(flax_module, nnx.Module):  # linen, or anything with its `apply`
+        apply = flax_module.apply
+        kwargs = {"capture_intermediates": layers, **(kwargs if _takes_train(flax_module) else {})}
+    elif layers:
+        raise ValueError("layers=True compares a linen module's intermediates; this is NNX")
+    else:
+        from .nnx.convert import linen_apply
+
+        apply = linen_apply(flax_module)
     with _on(device):
         if variables is None:
             variables = torch_to_flax(torch_module.state_dict())
         params = variables["params"]
         batch_stats = variables.get("batch_stats", {})
-        kwargs: dict[str, Any] = {"train": train} if _takes_train(flax_module) else {}
 
         def forward(p: Any, stats: Any, xj: jax.Array) -> tuple[jax.Array, Any]:
-            out, state = flax_module.apply(
-                {"params": p, "batch_stats": stats}, xj, mutable=mutable,
-                capture_intermediates=layers, **kwargs,
-            )  # fmt: skip
+            out, state = apply({"params": p, "batch_stats": stats}, xj, mutable=mutable, **kwargs)
             return out.astype(np.float32), state
 
         # Weights are arguments, not constants: the compiled program depends only on the

@@ -6,9 +6,10 @@ model's constructor arguments: ``seresnet_tiny``, ``seresnet_tiny_preact``,
 
 An entry names both classes by import path (``"seres_jax.resnet:SEResNet"``,
 ``"seres_torch.resnet:SEResNet"``, as entry points do), resolved with importlib when used:
-``seres_torch`` is imported only when the torch model is asked for. A new architecture is a
-Flax class, its PyTorch twin (same constructor arguments and defaults) and one entry in
-``MODELS``; ``parity_tests/test_registry.py`` then tests it.
+``seres_torch`` is imported only when the torch model is asked for. The Flax NNX class is
+the linen class's namesake in the mirrored module of ``seres_jax.nnx`` (``ModelSpec.nnx_path``).
+A new architecture is a linen class, its NNX and PyTorch twins (same constructor arguments and
+defaults) and one entry in ``MODELS``; ``parity_tests/test_registry.py`` then tests it.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from .senet import LEGACY_ZOO
 
 if TYPE_CHECKING:
     import torch
+    from flax import nnx
 
     from .data.images import DataConfig
 
@@ -64,6 +66,15 @@ class ModelSpec:
     @property
     def flax_cls(self) -> type[nn.Module]:
         return pkgutil.resolve_name(self.flax_path)
+
+    @property
+    def nnx_path(self) -> str:
+        """The Flax NNX twin's import path: the linen class's, in ``seres_jax.nnx``."""
+        return self.flax_path.replace("seres_jax.", "seres_jax.nnx.", 1)
+
+    @property
+    def nnx_cls(self) -> type[nnx.Module]:
+        return pkgutil.resolve_name(self.nnx_path)
 
     @property
     def torch_cls(self) -> type[torch.nn.Module]:

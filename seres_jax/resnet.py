@@ -213,14 +213,18 @@ def drop_path_rates(drop_path_rate: float, layers: Sequence[int]) -> list[float]
     return [drop_path_rate * i / max(n - 1, 1) for i in range(n)]
 
 
+def attention_kwargs(attn: str | None, unpruned: int) -> dict[str, Any]:
+    """What a block's attention takes beyond its width (shared with ``seres_jax.nnx.resnet``).
+    timm prunes a block's convolutions, not its attention module: ECA keeps the kernel size
+    of the unpruned width (the same size whenever the block is not pruned). ECA's Conv1d is
+    not one timm re-initialises; SE's Conv2d are (He-normal)."""
+    if attn == "eca":
+        return {"kernel_size": eca_kernel_size(unpruned)}
+    return {"kernel_init": HE_NORMAL}
+
+
 def _attention(attn: str | None, channels: int, unpruned: int, **dt: Any) -> nn.Module | None:
-    # timm prunes a block's convolutions, not its attention module: ECA keeps the kernel size
-    # of the unpruned width (the same size whenever the block is not pruned).
-    # ECA's Conv1d is not one timm re-initialises; SE's Conv2d are.
-    kwargs: dict[str, Any] = (
-        {"kernel_size": eca_kernel_size(unpruned)} if attn == "eca" else {"kernel_init": HE_NORMAL}
-    )
-    return create_attn(attn, channels, **kwargs, **dt)
+    return create_attn(attn, channels, **attention_kwargs(attn, unpruned), **dt)
 
 
 class _Block(nn.Module):

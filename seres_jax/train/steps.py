@@ -41,7 +41,11 @@ from .state import TrainState
 DATA_AXIS = "data"
 
 
-def _metrics(logits: jax.Array, labels: jax.Array, weights: jax.Array, loss: jax.Array) -> dict:
+def batch_metrics(
+    logits: jax.Array, labels: jax.Array, weights: jax.Array, loss: jax.Array
+) -> dict[str, jax.Array]:
+    """``loss_sum`` (given), and the ``correct`` top-1 predictions and ``count`` of the
+    examples with weight 1 (padding has 0)."""
     correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
     return {
         "loss_sum": loss,
@@ -102,7 +106,9 @@ class StepOptions:
         )
 
 
-def _loss(logits: jax.Array, labels: jax.Array, lam: jax.Array, options: StepOptions) -> jax.Array:
+def train_loss(
+    logits: jax.Array, labels: jax.Array, lam: jax.Array, options: StepOptions
+) -> jax.Array:
     """The loss timm's ``train.py`` minimises for these options: the cross-entropy against
     the mixed smoothed targets, or with ``options.bce`` the binary cross-entropy."""
     # timm's mixed soft target, lam * y + (1 - lam) * flip(y) (each smoothed), through the
@@ -126,6 +132,25 @@ def _loss(logits: jax.Array, labels: jax.Array, lam: jax.Array, options: StepOpt
     return jnp.where(options.bce, bce, ce)
 
 
+def augment_batch(
+    key: jax.Array,
+    images: jax.Array,
+    options: StepOptions,
+    erasing: RandomErasing | None = None,
+) -> tuple[jax.Array, jax.Array]:
+    """The batch the model trains on and the weight ``lam`` of its own labels: ``images``
+    randomly erased (timm's ``RandomErasing``, a per-image transform), then mixed (timm's
+    ``Mixup``, on the batch), as timm's loader and loop order them; draws from ``key``."""
+    if erasing is not None:
+        images = random_erasing(jax.random.fold_in(key, 1), images, erasing)
+    lam = jnp.ones((), jnp.float32)
+    if images.shape[0] % 2 == 0:  # timm mixes even batches only (`TrainConfig` checks)
+        mixing = MixupConfig(options.mixup, options.cutmix, options.mix_prob, options.switch_prob)
+        draw = draw_mix(jax.random.split(key)[0], images.shape[1], images.shape[2], mixing)
+        images, lam = mix_images(images, draw), draw.lam
+    return images, lam
+
+
 def _micro_step(
     state: TrainState,
     batch_stats: Any,
@@ -137,17 +162,10 @@ def _micro_step(
     erasing: RandomErasing | None = None,
 ) -> tuple[Any, Any, jax.Array, jax.Array]:
     """Gradients wrt ``state.params`` of the loss over ``scale`` on one (micro-)batch:
-    ``(grads, batch_stats, loss, logits)``, BatchNorm in train mode updating ``batch_stats``.
-    The images are randomly erased (timm's ``RandomErasing``, a per-image transform) before
-    they are mixed (timm's ``Mixup``, on the batch), as timm's loader and loop order them."""
-    mix_key, dropout_key = jax.random.split(key)
-    if erasing is not None:
-        images = random_erasing(jax.random.fold_in(key, 1), images, erasing)
-    lam = jnp.ones((), jnp.float32)
-    if images.shape[0] % 2 == 0:  # timm mixes even batches only (`TrainConfig` checks)
-        mixing = MixupConfig(options.mixup, options.cutmix, options.mix_prob, options.switch_prob)
-        draw = draw_mix(mix_key, images.shape[1], images.shape[2], mixing)
-        images, lam = mix_images(images, draw), draw.lam
+    ``(grads, batch_stats, loss, logits)``, BatchNorm in train mode updating ``batch_stats``,
+    on the batch ``augment_batch`` makes of the images."""
+    dropout_key = jax.random.split(key)[1]
+    images, lam = augment_batch(key, images, options, erasing)
 
     def loss_fn(params: Any) -> tuple[jax.Array, tuple[jax.Array, jax.Array, Any]]:
         logits, updates = state.apply_fn(
@@ -157,7 +175,7 @@ def _micro_step(
             mutable=["batch_stats"],
             rngs={"dropout": dropout_key},
         )
-        loss = _loss(logits, labels, lam, options)
+        loss = train_loss(logits, labels, lam, options)
         # timm divides each micro-batch's loss by the accumulation count before backward.
         scaled = loss / scale if scale != 1 else loss
         return scaled, (loss, logits, updates["batch_stats"])
@@ -175,9 +193,10 @@ def _micro_batch(x: jax.Array, count: int, index: jax.typing.ArrayLike) -> jax.A
     return jax.lax.dynamic_index_in_dim(rows, index, axis=1, keepdims=False)
 
 
-def _step_key(state: TrainState, options: StepOptions) -> jax.Array:
-    # The step's randomness (mixup's draws, dropout's masks) from the seed and the step alone.
-    return jax.random.fold_in(jax.random.key(jnp.asarray(options.seed, jnp.uint32)), state.step)
+def step_key(step: jax.typing.ArrayLike, options: StepOptions) -> jax.Array:
+    """The randomness of update ``step`` (mixup's draws, dropout's masks), from the options'
+    seed and the step alone, so a resumed run draws what the uninterrupted one drew."""
+    return jax.random.fold_in(jax.random.key(jnp.asarray(options.seed, jnp.uint32)), step)
 
 
 @flax.struct.dataclass
@@ -211,11 +230,11 @@ def _accumulate(
     runs it: its own mixup and dropout draws, the BatchNorm statistics carried on, its loss
     divided by ``count``."""
     x, y = _micro_batch(images, count, index), _micro_batch(labels, count, index)
-    key = jax.random.fold_in(_step_key(state, options), index)
+    key = jax.random.fold_in(step_key(state.step, options), index)
     grads, batch_stats, loss, logits = _micro_step(
         state, acc.batch_stats, x, y, key, options, count, erasing
     )
-    counted = _metrics(logits, y, jnp.ones(y.shape, jnp.float32), loss * y.shape[0])
+    counted = batch_metrics(logits, y, jnp.ones(y.shape, jnp.float32), loss * y.shape[0])
     return _Accumulated(
         jax.tree.map(jnp.add, acc.grads, grads),
         batch_stats,
@@ -247,7 +266,8 @@ def _finish(state: TrainState, acc: _Accumulated) -> tuple[TrainState, dict[str,
     return _update(state, acc.grads, acc.batch_stats, loss, acc.metrics)
 
 
-def _as_options(options: StepOptions | jax.typing.ArrayLike) -> StepOptions:
+def as_options(options: StepOptions | jax.typing.ArrayLike) -> StepOptions:
+    """``options``, or a bare label smoothing as ``StepOptions``."""
     return options if isinstance(options, StepOptions) else StepOptions(label_smoothing=options)
 
 
@@ -276,7 +296,7 @@ def train_step(
     metrics: ``loss``, the mean loss the step minimised; ``loss_sum``, that mean times the
     batch size; ``correct`` (against the unmixed labels) and ``count``.
     """
-    options = _as_options(options)
+    options = as_options(options)
     if images.shape[0] % grad_accum_steps:
         raise ValueError(
             f"batch of {images.shape[0]} is not {grad_accum_steps} equal micro-batches"
@@ -287,13 +307,13 @@ def train_step(
             state.batch_stats,
             images,
             labels,
-            _step_key(state, options),
+            step_key(state.step, options),
             options,
             1,
             erasing,
         )
         weights = jnp.ones(labels.shape, jnp.float32)
-        metrics = _metrics(logits, labels, weights, loss * labels.shape[0])
+        metrics = batch_metrics(logits, labels, weights, loss * labels.shape[0])
         return _update(state, grads, batch_stats, loss, metrics)
     acc = _start(state)
     for index in range(grad_accum_steps):
@@ -306,12 +326,16 @@ def eval_step(
 ) -> dict[str, jax.Array]:
     """Sums of loss, correct top-1 and top-5 predictions over the examples with weight 1
     (padding has 0)."""
-    logits = state.apply_fn(state.variables, images, train=False)
+    return eval_metrics(state.apply_fn(state.variables, images, train=False), labels, weights)
+
+
+def eval_metrics(logits: jax.Array, labels: jax.Array, weights: jax.Array) -> dict[str, jax.Array]:
+    """``eval_step``'s sums from the model's ``logits``."""
     log_probs = jax.nn.log_softmax(logits.astype(jnp.float32))
     nll = -jnp.take_along_axis(log_probs, labels[:, None], axis=-1)[:, 0]
     _, top5 = jax.lax.top_k(logits, min(5, logits.shape[-1]))
     correct5 = jnp.sum(jnp.any(top5 == labels[:, None], axis=-1) * weights)
-    return {**_metrics(logits, labels, weights, jnp.sum(nll * weights)), "correct5": correct5}
+    return {**batch_metrics(logits, labels, weights, jnp.sum(nll * weights)), "correct5": correct5}
 
 
 def make_mesh(devices: list[jax.Device] | None = None) -> Mesh:
@@ -375,7 +399,7 @@ def _accumulating_train(
         labels: jax.Array,
         options: StepOptions | jax.typing.ArrayLike = 0.0,
     ) -> tuple[TrainState, dict[str, jax.Array]]:
-        options = _as_options(options)
+        options = as_options(options)
         if images.shape[0] % grad_accum_steps:
             raise ValueError(
                 f"batch of {images.shape[0]} is not {grad_accum_steps} equal micro-batches"
