@@ -85,6 +85,13 @@ def test_hub_checkpoint_fine_tuned_exported_as_timm_and_evaluated(hub, tmp_path,
     assert result["count"] == 12
     assert result["acc"] == pytest.approx(last["val_acc"])
     assert result["loss"] == pytest.approx(last["val_loss"], rel=1e-5)
+    # The run itself, as it validated: at its weights' recorded 32 px, not at the
+    # architecture's pretrained size.
+    assert main(["eval", str(tmp_path / "run"), "--json", str(report), "--force",
+                 "--no-progress"]) == 0  # fmt: skip
+    result = json.loads(report.read_text())["jax"]
+    assert result["acc"] == pytest.approx(last["val_acc"])
+    assert result["loss"] == pytest.approx(last["val_loss"], rel=1e-5)
 
 
 @pytest.mark.slow

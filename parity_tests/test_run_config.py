@@ -174,7 +174,9 @@ def test_eval_of_a_workdir_and_of_an_exported_file(run, tmp_path, capsys):
         figures = (f"top-1 {val['val_acc']:.4f}, top-5 {val['val_acc5']:.4f}, "
                    f"loss {val['val_loss']:.4f}")  # fmt: skip
         what = f"{src}: {FULL_ARCH} on the digits val split (359 images)"
-        return re.escape(f"{what}: {figures}, ") + r"\d+ images/s\n"
+        return re.escape(f"{what}: {figures}; ") + (
+            r"[\d.]+ images/s in batches of \d+, after [\d.]+ s compiling\n"
+        )
 
     capsys.readouterr()
     assert main(["eval", str(run), "--no-progress"]) == 0

@@ -6,6 +6,7 @@ PyTorch on the same batches too."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -34,8 +35,12 @@ def add_arguments(sub: Subcommands) -> None:
     evaluate.add_argument("--data-dir", help="default: the run's")
     evaluate.add_argument("--split", choices=("val", "train"), default="val")
     evaluate.add_argument(
-        "--batch-size", type=_int_at_least(1), help="default: the run's, else 256"
-    )
+        "--batch-size", type=_int_at_least(1),
+        help="images per batch, a multiple of the device count; the last batch runs at its "
+        "own size (default: on the CPU the largest power of two up to 256 whose activations "
+        "stay within 1 GiB, estimated at 352 bytes per input value: 16 at 224x224x3, 256 at "
+        "32x32x3; on a GPU or TPU 256; never more than the split holds)",
+    )  # fmt: skip
     _add_image_arguments(evaluate)
     evaluate.add_argument("--torch", action="store_true",
                           help="also run seres_torch on the same batches and compare")  # fmt: skip
@@ -48,7 +53,7 @@ def add_arguments(sub: Subcommands) -> None:
 def run(args: argparse.Namespace) -> int:
     """Loss, top-1 and top-5 of a checkpoint on a dataset split, in JAX over every device;
     with ``--torch``, ``seres_torch`` on the same batches too."""
-    from seres_jax.data import load_dataset
+    from seres_jax.data import DataConfig, load_dataset
     from seres_jax.formats import check_destination, load_checkpoint
     from seres_jax.hub import is_hub, is_timm_dir
     from seres_jax.registry import variables_template
@@ -97,13 +102,24 @@ def run(args: argparse.Namespace) -> int:
     # A run's checkpoint is evaluated as the run validated it (the weights' test size by
     # default); a bare checkpoint as timm's `resolve_data_config({}, model=m)` does.
     options = config.data_options(val_at_test_size=run is not None)
+    recorded = run[1].get("data") if run is not None else None
+    if isinstance(recorded, dict) and not any(
+        getattr(args, flag) is not None for flag in ("image_size", "crop_pct", "interpolation")
+    ):
+        # As the run recorded it trained and validated: a fine-tuned run's preprocessing is its
+        # initial weights', which the config alone would resolve again from a source that
+        # `seres eval` is not given (and that may be gone).
+        train, val = DataConfig(**recorded["train"]), DataConfig(**recorded["val"])
+        options = dataclasses.replace(
+            options, data_config=train, val_config=val if val != train else None
+        )
     dataset = load_dataset(dataset_name, config.data_dir, config.seed, options)
     arch = run_arch(config, dataset.image_shape[-1], dataset.num_classes)
     src = args.src / CHECKPOINT_DIR if (args.src / CHECKPOINT_DIR).is_dir() else args.src
     template = variables_template(arch)
     with _checked_against(src, arch):
         variables = load_checkpoint(src, template=template).to_variables(template)
-    return _evaluate(args, arch, variables, dataset, dataset_name, config.batch_size,
+    return _evaluate(args, arch, variables, dataset, dataset_name, args.batch_size,
                      config.precision, config.workers, {"checkpoint": str(args.src)})  # fmt: skip
 
 
@@ -158,7 +174,7 @@ def _run_hub(args: argparse.Namespace) -> int:
     report = {"checkpoint": source, "repo_id": hub.repo_id, "commit": hub.commit,
               "weights": hub.weights.name}  # fmt: skip
     return _evaluate(args, hub.arch, variables, dataset, args.dataset,
-                     args.batch_size or 256, "fp32", args.workers, report)  # fmt: skip
+                     args.batch_size, "fp32", args.workers, report)  # fmt: skip
 
 
 def _evaluate(
@@ -167,17 +183,21 @@ def _evaluate(
     variables: Any,
     dataset: Any,
     dataset_name: str,
-    batch_size: int,
+    batch_size: int | None,
     precision: str,
     workers: int,
     report: dict[str, Any],
 ) -> int:
-    """Evaluate ``variables`` of ``arch`` on ``args.split`` (and with ``--torch`` PyTorch on
-    the same batches), print the result and write ``--json``."""
+    """Evaluate ``variables`` of ``arch`` on ``args.split`` in batches of ``batch_size``
+    (``None``: ``default_eval_batch_size``'s) and with ``--torch`` PyTorch on the same batches,
+    print the result and write ``--json``."""
     from seres_jax.registry import build_flax, build_torch
     from seres_jax.train import PRECISIONS, evaluate_variables
+    from seres_jax.train.loop import default_eval_batch_size
 
     source = {"val": dataset.val, "train": dataset.train}[args.split]
+    if batch_size is None:
+        batch_size = default_eval_batch_size(dataset.image_shape, len(source))
     what = f"{arch} on the {dataset_name} {args.split} split ({len(source)} images)"
     progress = _ImageProgress(len(source), args.progress, "JAX")
     try:
@@ -187,10 +207,12 @@ def _evaluate(
         )  # fmt: skip
     finally:
         progress.close()
+    # The steady rate; compiling (or loading from the cache) the batch shapes is said apart.
     print(f"{args.src}: {what}: top-1 {result['acc']:.4f}, top-5 {result['acc5']:.4f}, "
-          f"loss {result['loss']:.4f}, {result['images_per_s']:.0f} images/s")  # fmt: skip
+          f"loss {result['loss']:.4f}; {result['images_per_s']:.1f} images/s in batches of "
+          f"{batch_size}, after {result['compile_s']:.1f} s compiling")  # fmt: skip
     report = {**report, "arch": arch, "dataset": dataset_name, "split": args.split,
-              "jax": result}  # fmt: skip
+              "batch_size": batch_size, "jax": result}  # fmt: skip
     if args.torch:
         from seres_jax.convert import flax_to_state_dict, to_torch
         from seres_jax.parity import compare_on_data
@@ -227,7 +249,8 @@ class _ImageProgress:
                         dynamic_ncols=True)  # fmt: skip
 
     def __call__(self, batch: int) -> None:
-        self.bar.update(min(batch, self.bar.total - self.bar.n))  # the last batch is padded
+        # The last batch may hold padding rows (up to a multiple of the device count).
+        self.bar.update(min(batch, self.bar.total - self.bar.n))
 
     def close(self) -> None:
         self.bar.close()

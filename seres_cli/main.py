@@ -1,5 +1,5 @@
-"""The ``seres`` command line: ``train``, ``eval``, ``demo``, ``convert``, ``export``, ``parity``,
-``data``.
+"""The ``seres`` command line: ``train``, ``eval``, ``predict``, ``demo``, ``convert``, ``export``,
+``parity``, ``data``.
 
 A thin layer over ``seres_jax``: every command is a few calls into the library. Every user
 error (unknown model or dataset, bad data directory, a batch size the devices cannot split, a
@@ -9,7 +9,7 @@ that diverged; warnings (a resume from scratch, an unreadable checkpoint skipped
 ``seres: warning: ...`` lines. ``seres parity`` exits 1 when parity fails. ``train`` builds one
 ``TrainConfig`` from its flags (named as its fields), which the run records in the work
 directory's ``config.json``; ``eval`` and ``convert`` read the architecture from there.
-``train``, ``eval`` and ``demo`` keep JAX's compilation cache (``--compile-cache``).
+``train``, ``eval``, ``predict`` and ``demo`` keep JAX's compilation cache (``--compile-cache``).
 
 Each command is a module of this package (``add_arguments(sub)``, ``run(args) -> int``), what
 they share is in ``seres_cli.common``; this one assembles the parser, runs the command and
@@ -25,14 +25,14 @@ from pathlib import Path
 
 from seres import __version__
 
-from . import convert, data, demo, export, parity, train
+from . import convert, data, demo, export, parity, predict, train
 from . import eval as evaluate
 from .common import UsageError, _Parser
 
 # Each command's module, in the order `seres --help` lists them.
 COMMANDS = {
-    "train": train, "demo": demo, "eval": evaluate, "data": data, "convert": convert,
-    "export": export, "parity": parity,
+    "train": train, "demo": demo, "eval": evaluate, "predict": predict, "data": data,
+    "convert": convert, "export": export, "parity": parity,
 }  # fmt: skip
 
 

@@ -537,7 +537,8 @@ def compare_on_data(
 ) -> DataAgreement:
     """Run ``model`` (with ``variables``) and ``torch_model`` in eval mode on every batch of
     ``splits``' ``split`` as ``seres_jax.data.eval_dataset`` gives it (one process): the same
-    decoded, cropped and normalised pixels go to both."""
+    decoded, cropped and normalised pixels go to both. The last partial batch runs at its own
+    size, unpadded, in both; ``on_batch(rows)`` is called after each batch."""
     import torch
 
     from .data import eval_dataset
@@ -547,7 +548,7 @@ def compare_on_data(
     apply = jax.jit(lambda v, x: model.apply(v, x, train=False))
     count = jax_correct = torch_correct = agree = 0
     worst = 0.0
-    for images, labels, weights in eval_dataset(splits, batch_size, split):
+    for images, labels, weights in eval_dataset(splits, batch_size, split, last_batch_multiple=1):
         if splits.mean is not None and splits.std is not None:
             images = normalize(images, splits.mean, splits.std)
         keep = weights > 0
@@ -562,7 +563,7 @@ def compare_on_data(
         agree += int((jax_pred == torch_pred).sum())
         worst = max(worst, float(np.abs(jax_logits - torch_logits).max(initial=0.0)))
         if on_batch is not None:
-            on_batch(batch_size)
+            on_batch(len(labels))
     if not count:
         raise ValueError(f"the {split} split of {splits.name} is empty")
     return DataAgreement(count, jax_correct / count, torch_correct / count, agree / count, worst)

@@ -18,8 +18,10 @@
   the repeats dealt to different processes, each process's share cut to timm's epoch length and
   batched with its last partial batch dropped (``steps_per_epoch`` steps).
 * **Evaluation** (``eval_dataset``) reads a split once, in order, as ``(images, labels,
-  weights)``: the last batch padded with weight-0 rows, and every process given the same
-  number of batches.
+  weights)``: the last batch padded with weight-0 rows (to the full batch, or with
+  ``last_batch_multiple`` only to a multiple of the device count: a split's remainder costs
+  what its images cost), and every process given the same number of batches of the same
+  shapes (``eval_batch_sizes``).
 * **To the devices** (``to_devices``): worker processes (``workers``, grain's ``mp_prefetch``),
   then each batch becomes one global array laid out by a sharding
   (``jax.make_array_from_process_local_data``: each process contributes its share) in a grain
@@ -60,6 +62,8 @@ __all__ = [
     "PadCropFlip",
     "Source",
     "Splits",
+    "device_normalizer",
+    "eval_batch_sizes",
     "eval_dataset",
     "repeat_epoch_length",
     "repeat_epoch_steps",
@@ -234,14 +238,68 @@ def train_dataset(
     return blocks[jax.process_index() :: count] if count > 1 else blocks
 
 
-def eval_dataset(splits: Splits, batch_size: int, split: str = "val") -> grain.MapDataset:
+def eval_batch_sizes(
+    num_images: int,
+    batch_size: int,
+    last_batch_multiple: int | None = None,
+    num_processes: int | None = None,
+) -> list[int]:
+    """The global sizes of ``eval_dataset(splits, batch_size, split, last_batch_multiple)``'s
+    batches over a split of ``num_images``, on ``num_processes`` processes (default: this
+    run's): full batches of ``batch_size``, then the last one. ``last_batch_multiple=None``:
+    the last is padded to ``batch_size`` too (one shape for every batch); ``m`` (the device
+    count): the last holds the split's remainder, padded up to a multiple of ``m`` only, and
+    no more rows than ``batch_size``. With several processes, the split is dealt out
+    record by record and each process pads its share of the last batch to the largest share
+    (process 0's), so every process runs the same batches of the same shapes."""
+    count = jax.process_count() if num_processes is None else num_processes
+    local = _local_batch(batch_size, count)
+    if last_batch_multiple is not None:
+        _check_multiple(batch_size, last_batch_multiple, count)
+    per_process = math.ceil(num_images / count)
+    num_batches = math.ceil(per_process / local)
+    if num_batches == 0:
+        return []
+    return [batch_size] * (num_batches - 1) + [
+        _last_local(per_process, local, last_batch_multiple, count) * count
+    ]
+
+
+def _check_multiple(batch_size: int, multiple: int, count: int) -> None:
+    if isinstance(multiple, bool) or not isinstance(multiple, int) or multiple < 1:
+        raise DataError(f"last_batch_multiple must be an integer >= 1, got {multiple!r}")
+    if multiple % count:
+        raise DataError(f"last_batch_multiple {multiple} is not divisible by the {count} processes")
+    if batch_size % multiple:
+        raise DataError(f"batch size {batch_size} is not a multiple of {multiple}")
+
+
+def _last_local(per_process: int, local: int, multiple: int | None, count: int) -> int:
+    """Rows of each process's share of the last batch: process 0's records (it holds the
+    most), padded up to a multiple of its devices' share of ``multiple``."""
+    if multiple is None:
+        return local
+    remainder = per_process - (math.ceil(per_process / local) - 1) * local
+    step = multiple // count
+    return min(local, math.ceil(remainder / step) * step)
+
+
+def eval_dataset(
+    splits: Splits,
+    batch_size: int,
+    split: str = "val",
+    last_batch_multiple: int | None = None,
+) -> grain.MapDataset:
     """The ``split`` (``"val"`` or ``"train"``), once and in order, as this process's shares of
     global batches of ``batch_size``: ``(images, labels, weights)``, the padding rows weighing
-    0. Every process gets the same number of batches."""
-    local = _local_batch(batch_size)
+    0. ``last_batch_multiple=None`` pads the last batch to ``batch_size``; ``m`` (pass the
+    device count) pads it only to a multiple of ``m``, so the split's remainder costs what
+    its images cost, at the price of a second batch shape (``eval_batch_sizes`` lists them).
+    Every process gets the same number of batches of the same shapes."""
+    count = jax.process_count()
+    local = _local_batch(batch_size, count)
     source = {"val": splits.val, "train": splits.train}[split]
-    per_process = math.ceil(len(source) / jax.process_count())
-    num_batches = math.ceil(per_process / local)
+    sizes = eval_batch_sizes(len(source), batch_size, last_batch_multiple, count)
     ds = _with_transform(_shard(grain.MapDataset.source(source)), splits.eval_transform)
     batched = ds.batch(local, drop_remainder=False)
     shape, dtype = splits.image_shape, np.uint8 if splits.mean is not None else np.float32
@@ -251,13 +309,13 @@ def eval_dataset(splits: Splits, batch_size: int, split: str = "val") -> grain.M
             images, labels = batched[index]
         else:  # this process has run out: a batch of padding keeps the collectives in step
             images, labels = np.zeros((0, *shape), dtype), np.zeros(0, np.int32)
-        pad = local - len(labels)
+        pad = sizes[index] // count - len(labels)
         weights = np.concatenate([np.ones(len(labels), np.float32), np.zeros(pad, np.float32)])
         images = np.concatenate([images, np.zeros((pad, *images.shape[1:]), images.dtype)])
         labels = np.concatenate([labels, np.zeros(pad, labels.dtype)])
         return images, labels.astype(np.int32), weights
 
-    return grain.MapDataset.range(num_batches).map(padded)
+    return grain.MapDataset.range(len(sizes)).map(padded)
 
 
 def to_devices(
@@ -284,7 +342,7 @@ def to_devices(
         it = it.mp_prefetch(options, worker_init_fn=die_with_parent)
     scale: Callable[[jax.Array], jax.Array] | None = None
     if mean is not None and std is not None:
-        scale = jax.jit(lambda x: normalize(x, mean, std), out_shardings=sharding)
+        scale = device_normalizer(mean, std, sharding)
 
     def put(batch: tuple[np.ndarray, ...]) -> tuple[jax.Array, ...]:
         arrays = [jax.make_array_from_process_local_data(sharding, a) for a in batch]
@@ -293,6 +351,22 @@ def to_devices(
         return tuple(arrays)
 
     return ThreadPrefetchIterDataset(it.map(put), prefetch_buffer_size=prefetch)
+
+
+def device_normalizer(
+    mean: Sequence[float], std: Sequence[float], sharding: jax.sharding.Sharding
+) -> Any:
+    """The jitted ``normalize`` ``to_devices`` applies to uint8 image batches laid out by
+    ``sharding``: one function per ``(mean, std, sharding)``, so its compiled shapes are
+    kept across passes (and can be compiled ahead, as ``evaluate`` does)."""
+    return _device_normalizer(tuple(map(float, mean)), tuple(map(float, std)), sharding)
+
+
+@functools.cache
+def _device_normalizer(
+    mean: tuple[float, ...], std: tuple[float, ...], sharding: jax.sharding.Sharding
+) -> Any:
+    return jax.jit(functools.partial(normalize, mean=mean, std=std), out_shardings=sharding)
 
 
 def _die_with_parent(parent: int, index: int, count: int) -> None:

@@ -22,7 +22,9 @@ from __future__ import annotations
 from .config import PRECISIONS, RESUMABLE_CHANGES, RunSteps, TrainConfig, run_arch
 from .errors import DivergenceError, TrainingError
 from .loop import (
+    EVAL_ACTIVATION_BOUND,
     TrainResult,
+    default_eval_batch_size,
     evaluate,
     evaluate_variables,
     fit,
@@ -54,6 +56,7 @@ __all__ = [
     "CONFIG_FILE",
     "CURVES_FILE",
     "DATA_AXIS",
+    "EVAL_ACTIVATION_BOUND",
     "METRICS_FILE",
     "PRECISIONS",
     "RESUMABLE_CHANGES",
@@ -67,6 +70,7 @@ __all__ = [
     "TrainState",
     "TrainingError",
     "compile_steps",
+    "default_eval_batch_size",
     "eval_step",
     "evaluate",
     "evaluate_variables",

@@ -24,13 +24,22 @@ from pathlib import Path
 from typing import Any
 
 import flax.linen as nn
+import grain.python as grain
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 from jax.sharding import Mesh
 
-from ..data import Dataset, Splits, eval_dataset, to_devices, train_dataset
+from ..data import (
+    Dataset,
+    Splits,
+    device_normalizer,
+    eval_batch_sizes,
+    eval_dataset,
+    to_devices,
+    train_dataset,
+)
 from ..data.catalog import splits_from_arrays
 from .checkpoints import _Checkpoints
 from .config import EVAL_METRICS, PRECISIONS, TrainConfig, run_arch
@@ -111,19 +120,40 @@ def evaluate(
     on_batch: Callable[[int], None] | None = None,
 ) -> dict[str, float]:
     """Loss, top-1 and top-5 accuracy over a whole split (eval mode, running statistics), the
-    image count and the images/s; ``on_batch(batch_size)`` is called after each batch."""
+    image ``count``, ``compile_s`` and the steady ``images_per_s``.
+
+    The last partial batch runs at its own size, padded only to a multiple of the device
+    count (``eval_dataset``'s ``last_batch_multiple``): one more compiled shape, which the
+    persistent compilation cache keeps like the first. Every shape is compiled before the
+    first image is read: ``compile_s`` is that time (short when this process, or the
+    persistent cache, has the executables already), and ``images_per_s`` counts the pass
+    after it, reading and decoding included. ``on_batch(rows)`` is called after each batch
+    with its row count (padding included)."""
+    devices = steps.batch.mesh.size
+    source = {"val": splits.val, "train": splits.train}[split]
+    if not len(source):
+        raise TrainingError(f"the {split} split of {splits.name} is empty")
+    sizes = eval_batch_sizes(len(source), batch_size, devices)
+    start = time.perf_counter()
+    jitted: Any = steps.eval  # compile_steps' jax.jit: it lowers ahead of the data
+    for size in dict.fromkeys(sizes):  # each shape once, in order
+        jitted.lower(state, *_eval_specs(splits, source, size, steps.batch)).compile()
+        if splits.mean is not None and splits.std is not None:  # to_devices' normalisation
+            raw = jax.ShapeDtypeStruct((size, *splits.image_shape), np.uint8, sharding=steps.batch)
+            device_normalizer(splits.mean, splits.std, steps.batch).lower(raw).compile()
+    compile_s = time.perf_counter() - start
     totals: list[dict[str, jax.Array]] = []
     batches = to_devices(
-        eval_dataset(splits, batch_size, split), steps.batch, workers=workers,
+        eval_dataset(splits, batch_size, split, devices), steps.batch, workers=workers,
         mean=splits.mean, std=splits.std,
     )  # fmt: skip
     start = time.perf_counter()
     iterator = iter(batches)
     try:
-        for x, y, w in iterator:
+        for size, (x, y, w) in zip(sizes, iterator, strict=True):
             totals.append(steps.eval(state, x, y, w))
-            if on_batch is not None:  # the batch's size: fetching its weights would stall
-                on_batch(batch_size)
+            if on_batch is not None:  # the batch's rows: fetching its weights would stall
+                on_batch(size)
     finally:
         iterator.close()
     summed = jax.device_get(jax.tree.map(lambda *a: sum(a), *totals))
@@ -134,8 +164,73 @@ def evaluate(
         "acc": float(summed["correct"]) / count,
         "acc5": float(summed["correct5"]) / count,
         "count": count,
+        "compile_s": compile_s,
         "images_per_s": count / seconds,
     }
+
+
+def _eval_specs(
+    splits: Splits, source: Any, size: int, sharding: jax.sharding.Sharding
+) -> tuple[jax.ShapeDtypeStruct, ...]:
+    """The global ``(images, labels, weights)`` of an eval batch of ``size`` rows as
+    ``to_devices`` delivers them, for compiling ahead of the data."""
+    if splits.mean is not None:
+        dtype: Any = np.float32  # uint8 images, normalised on the devices
+    else:  # images as the source holds them (float32 by ``Splits``' contract)
+        dtype = np.asarray(_first_image(splits, source)).dtype
+    return (
+        jax.ShapeDtypeStruct((size, *splits.image_shape), dtype, sharding=sharding),
+        jax.ShapeDtypeStruct((size,), np.int32, sharding=sharding),
+        jax.ShapeDtypeStruct((size,), np.float32, sharding=sharding),
+    )
+
+
+def _first_image(splits: Splits, source: Any) -> Any:
+    element = source[0]
+    if isinstance(splits.eval_transform, grain.MapTransform):
+        element = splits.eval_transform.map(element)
+    return element[0]
+
+
+# ``default_eval_batch_size``'s bound on the CPU's eval activations, and their estimate per
+# input value (see there).
+EVAL_ACTIVATION_BOUND = 2**30
+EVAL_BYTES_PER_INPUT_VALUE = 352
+ACCELERATOR_EVAL_BATCH = 256
+
+
+def default_eval_batch_size(
+    image_shape: tuple[int, ...],
+    num_images: int,
+    devices: int | None = None,
+    platform: str | None = None,
+) -> int:
+    """The batch ``seres eval`` evaluates ``num_images`` images of ``image_shape`` (H, W, C)
+    in when none is given, on ``devices`` devices (default: every device) of ``platform``
+    (default: JAX's default backend).
+
+    On the CPU: the largest power of two, at most 256, whose eval activations stay within
+    ``EVAL_ACTIVATION_BOUND`` (1 GiB), estimated at ``EVAL_BYTES_PER_INPUT_VALUE`` (352)
+    bytes per input value. That is the worst of the registered models, measured as the
+    temporary bytes of XLA's memory analysis of the compiled eval step (linear in the
+    batch, and in the pixels: seresnet50 110 B per value at 160, 224 and 288 px), per
+    224x224x3 image: seresnet269d and ecaresnet269d 49.1 MiB (342 B per value),
+    seresnextaa201d_32x8d 41.6, seresnet200d 39.8, senet154 29.8, seresnet152d 29.0,
+    seresnet50 15.7, seresnet18 3.9; seresnet_tiny 0.41 MiB at 32x32x3 (140 B). So 16 at
+    224x224x3 and 256 at 32x32x3; throughput on the CPU hardly depends on the batch past
+    a few images. On a GPU or TPU: 256. Either way a multiple of the device count, at
+    least one image a device, and no more than ``num_images`` rounded up to a multiple of
+    the device count."""
+    devices = jax.device_count() if devices is None else devices
+    platform = platform or jax.default_backend()
+    if platform == "cpu":
+        per_image = EVAL_BYTES_PER_INPUT_VALUE * math.prod(image_shape)
+        fits = max(1, EVAL_ACTIVATION_BOUND // per_image)
+        batch = min(ACCELERATOR_EVAL_BATCH, 2 ** (fits.bit_length() - 1))
+    else:
+        batch = ACCELERATOR_EVAL_BATCH
+    whole = -(-max(num_images, 1) // devices) * devices
+    return min(whole, max(devices, batch // devices * devices))
 
 
 def evaluate_variables(
@@ -146,8 +241,9 @@ def evaluate_variables(
     mesh: Mesh | None = None,
     **kwargs: Any,
 ) -> dict[str, float]:
-    """``evaluate`` for weights outside a training state (e.g. a converted checkpoint);
-    ``kwargs`` go to ``evaluate``."""
+    """``evaluate`` for weights outside a training state (e.g. a converted checkpoint), over
+    ``mesh`` (default: every device); ``kwargs`` go to ``evaluate``. ``batch_size`` must be a
+    multiple of the device count (``default_eval_batch_size``'s is)."""
     steps = compile_steps(mesh or make_mesh())
     if batch_size % steps.batch.mesh.size:
         raise TrainingError(
