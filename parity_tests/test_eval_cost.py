@@ -407,7 +407,9 @@ def test_the_benchmark_reads_wall_time_and_peak_memory(monkeypatch, tmp_path):
         monkeypatch.setattr(eval_cost, "TIME", reader)
         result = eval_cost.timed(argv, {})
         assert result["status"] == 0 and result["wall_s"] >= 0.2
-        assert 64 < result["peak_rss_mib"] < 1024
+        assert result["peak_rss_mib"] > 64
+        if reader == eval_cost.TIME:  # time's own child: not this (large) process's peak
+            assert result["peak_rss_mib"] < 1024
     assert eval_cost.timed([sys.executable, "-c", "raise SystemExit(3)"], {})["status"] == 3
     assert eval_cost._clock_s("1:02:03.5") == 3723.5 and eval_cost._clock_s("0:07.25") == 7.25
     case = eval_cost.Case(15, None, False)

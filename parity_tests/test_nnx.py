@@ -222,8 +222,13 @@ def test_nnx_training_equals_linen_training():
     "recipe",
     [
         dict(optimizer="lamb", weight_decay=0.02, clip_grad=1.0, clip_mode="agc"),
-        dict(optimizer="lars", momentum=0.9, weight_decay=1e-4),
-        dict(optimizer="rmsproptf", momentum=0.9, weight_decay=1e-5, clip_grad=0.5),
+        pytest.param(
+            dict(optimizer="lars", momentum=0.9, weight_decay=1e-4), marks=pytest.mark.slow
+        ),
+        pytest.param(
+            dict(optimizer="rmsproptf", momentum=0.9, weight_decay=1e-5, clip_grad=0.5),
+            marks=pytest.mark.slow,
+        ),
     ],
     ids=["lamb-agc", "lars", "rmsproptf-clip"],
 )

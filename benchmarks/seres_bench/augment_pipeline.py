@@ -41,22 +41,20 @@ than one core busy, a DataLoader worker one."""
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
 import statistics
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from .configs import AUGMENT, AUGMENT_GOAL, AUGMENT_QUICK
-from .machine import loadavg, machine_info, versions
+from .machine import loadavg
 from .measure import maxrss_mib
 from .photo_folder import make_photo_folder
-from .report import _fmt, _ratio
+from .report import _fmt, _ratio, measured_line, section_header
 from .timm_augment_runner import RESULT_PREFIX, tree_cpu_s
 from .worker import run_worker, worker_env
 
@@ -403,7 +401,7 @@ def augment_markdown(results: dict[str, Any]) -> str:
     section = results.get("augment_pipeline")
     if not section:
         return ""
-    s, m, device = section["settings"], section["machine"], section["device"]
+    s, device = section["settings"], section["device"]
     size = f"{s['image_size']}×{s['image_size']}"
     timm_skipped = "timm" in section["skipped"]
     lines = [
@@ -411,11 +409,7 @@ def augment_markdown(results: dict[str, Any]) -> str:
         f"## Augmented input pipeline (RandAugment + random erasing, {size}, batch "
         f"{s['batch']}, {s['train_images']} JPEGs of ~500×375)",
         "",
-        f"Measured {section['created']} (`{' '.join(section['command'])}`), --device "
-        f"{s['device']}; {m['cpu']}, {m['cores']} cores; load average (1, 5, 15 min) "
-        f"{m.get('loadavg_start')} at start, {m.get('loadavg_end')} at end"
-        + (" — **--quick smoke test, not a measurement**" if s["quick"] else "")
-        + ".",
+        measured_line(section),
         "",
         f"**seres**: the loader of `seres train --aa {s['auto_augment']} --reprob "
         f"{s['re_prob']} --remode {s['re_mode']} --train-interpolation {s['interpolation']}`: "
@@ -509,19 +503,16 @@ def run_augment_pipeline(
     """The image folder, then per round and worker count a seres and a timm child (in the
     round's order) into ``results["augment_pipeline"]``."""
     data = AUGMENT_QUICK if quick else AUGMENT
-    machine = machine_info()
-    machine["loadavg_start"] = loadavg()
     settings = {
         **{k: list(v) if isinstance(v, tuple) else v for k, v in data.items()},
         "repeats": repeats, "rounds": rounds, "seed": seed, "device": device, "quick": quick,
         "timm_python": python,
     }  # fmt: skip
     section = empty_section(settings, rounds)
+    header = section_header()
     section.update({
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
-        "machine": machine,
-        "versions": {"parent": versions(), "seres": None, "timm": None},
+        **header,
+        "versions": {"parent": header["versions"], "seres": None, "timm": None},
         "device_kind": None,
         "transforms": {"seres": None, "timm": None},
         "timm_posterize_shim": None,
@@ -566,4 +557,4 @@ def run_augment_pipeline(
                 value = got[str(workers)][round_index]
                 log(f"[augment] {side}: " + (f"{value:.1f} img/s" if value else "error"))
     finish_section(section)
-    machine["loadavg_end"] = loadavg()
+    section["machine"]["loadavg_end"] = loadavg()

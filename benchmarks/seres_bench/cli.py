@@ -4,12 +4,11 @@ measurement in its own child process, then ``results.json`` and ``results.md``."
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -25,17 +24,26 @@ from .configs import (
     CONFIGS,
     CONVERT_ARCH,
     DEFAULT_CONFIGS,
+    DEFAULT_IMPLS,
     DEVICES,
     IMPLS,
-    LR,
-    MOMENTUM,
-    NESTEROV,
+    JAX_IMPLS,
+    NNX_DESIGN_MODELS,
     QUICK,
     RECIPE_MODELS,
-    WEIGHT_DECAY,
 )
 from .data_bench import data_markdown, run_data_benchmarks
-from .machine import loadavg, machine_info, versions
+from .eval_cost import bench_section as eval_cost_section
+from .eval_cost import section_markdown as eval_cost_markdown
+from .machine import loadavg
+from .nnx_design import design_worker, nnx_design_markdown, run_nnx_design
+from .predict_bench import (
+    PREDICT,
+    PREDICT_QUICK,
+    TIMM_INFERENCE_ENV,
+    predict_markdown,
+    run_predict_bench,
+)
 from .recipe_overhead import recipe_markdown, run_recipe_overhead
 from .report import (
     SECTIONS,
@@ -45,12 +53,15 @@ from .report import (
     fill_entry,
     merge_results,
     render_markdown,
+    section_header,
+    sgd_recipe,
 )
 from .worker import WORKERS, run_worker, worker_env, worker_main
 
 HERE = Path(__file__).resolve().parents[1]
-# The child processes' kinds: worker.py's and the augmented-pipeline section's seres side.
-WORKER_KINDS = {**WORKERS, "augment": augment_worker}
+# The child processes' kinds: worker.py's, the augmented-pipeline section's seres side and the
+# NNX design section's child (modules that import worker.py, so it cannot import them).
+WORKER_KINDS = {**WORKERS, "augment": augment_worker, "nnx_design": design_worker}
 
 
 def _log(message: str) -> None:
@@ -78,13 +89,39 @@ def _positive(text: str) -> int:
     return value
 
 
+def _opt_in(
+    parser: argparse.ArgumentParser,
+    flag: str,
+    help: str,
+    *,
+    prefix: str,
+    rounds: int | None,
+    rounds_help: str,
+    models: Iterable[str] = (),
+    section: str = "",
+) -> None:
+    """An opt-in section's flags: ``flag`` turning it on, ``--PREFIX-models`` (where it has
+    ``models``: all of them by default) and ``--PREFIX-rounds``."""
+    parser.add_argument(flag, action="store_true", help=help)
+    names = list(models)
+    if names:
+        parser.add_argument(
+            f"--{prefix}-models",
+            type=_csv(names),
+            default=names,
+            help=f"the {section} section's models (default: {','.join(names)})",
+        )
+    parser.add_argument(f"--{prefix}-rounds", type=_positive, default=rounds, help=rounds_help)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Throughput, first-call time and peak memory of the seres SE-ResNets in "
-        "JAX, PyTorch eager and torch.compile, the weight converter's speed, and on an image "
-        "folder the input pipeline against a torch DataLoader and seres eval against seres_torch "
-        "(opt-in: timm's recipe pieces in the JAX step; the pipeline with RandAugment and random "
-        "erasing against timm's own DataLoader).",
+        "JAX (linen and NNX), PyTorch eager and torch.compile, the weight converter's speed, "
+        "and on an image folder the input pipeline against a torch DataLoader and seres eval "
+        "against seres_torch (opt-in: timm's recipe pieces in the JAX step; the pipeline with "
+        "RandAugment and random erasing against timm's own DataLoader; the ways to jit the NNX "
+        "training step; what `seres eval` costs; `seres predict` against timm's inference.py).",
     )
     parser.add_argument(
         "--configs",
@@ -96,8 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--impls",
         type=_csv(IMPLS),
-        default=list(IMPLS),
-        help=f"comma-separated implementations (default: {','.join(IMPLS)})",
+        default=list(DEFAULT_IMPLS),
+        help=f"comma-separated implementations of {','.join(IMPLS)}; jax is the linen model, "
+        f"jax_nnx its Flax NNX twin (default: {','.join(DEFAULT_IMPLS)})",
     )
     parser.add_argument("--repeats", type=_positive, default=5, help="timed repetitions (5)")
     parser.add_argument(
@@ -144,23 +182,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--skip-eval", action="store_true", help="skip seres eval against seres_torch"
     )
-    parser.add_argument(
+    _opt_in(
+        parser,
         "--recipe-overhead",
-        action="store_true",
-        help="also measure the JAX training step with timm's recipe pieces (EMA, drop path, "
+        "also measure the JAX training step with timm's recipe pieces (EMA, drop path, "
         "gradient accumulation) against the baseline; ~20 minutes on 2 CPU cores",
-    )
-    parser.add_argument(
-        "--recipe-models",
-        type=_csv(list(RECIPE_MODELS)),
-        default=list(RECIPE_MODELS),
-        help=f"the recipe-overhead section's models (default: {','.join(RECIPE_MODELS)})",
-    )
-    parser.add_argument(
-        "--recipe-rounds",
-        type=_positive,
-        default=3,
-        help="recipe overhead: child processes per variant, the order reversed each round (3)",
+        prefix="recipe",
+        models=RECIPE_MODELS,
+        section="recipe-overhead",
+        rounds=3,
+        rounds_help="recipe overhead: child processes per variant, the order reversed each "
+        "round (3)",
     )
     parser.add_argument(
         "--recipe-budget",
@@ -169,25 +201,70 @@ def build_parser() -> argparse.ArgumentParser:
         help="recipe overhead: seconds of timed repetitions per child; they stop once past it "
         "(at least one), and a variant so cut runs one round only (60; 0: no limit)",
     )
-    parser.add_argument(
+    _opt_in(
+        parser,
         "--augment-pipeline",
-        action="store_true",
-        help="also measure the input pipeline with timm's RandAugment and random erasing against "
+        "also measure the input pipeline with timm's RandAugment and random erasing against "
         "a DataLoader running timm's create_transform (needs --timm-python); ~5 minutes on 2 CPU "
         "cores",
-    )
-    parser.add_argument(
-        "--augment-rounds",
-        type=_positive,
-        default=AUGMENT_ROUNDS,
-        help="augmented pipeline: child processes per side and worker count, the sides' order "
-        f"reversed each round ({AUGMENT_ROUNDS})",
+        prefix="augment",
+        rounds=AUGMENT_ROUNDS,
+        rounds_help="augmented pipeline: child processes per side and worker count, the sides' "
+        f"order reversed each round ({AUGMENT_ROUNDS})",
     )
     parser.add_argument(
         "--timm-python",
         default=None,
-        help="augmented pipeline: a Python interpreter with timm, torch and torchvision, which "
-        f"runs timm's side (default: ${TIMM_PYTHON_ENV}; neither: timm's side is skipped)",
+        help="augmented pipeline and predict: a Python interpreter with timm, torch and "
+        f"torchvision (and pandas, for predict), which runs timm's side (default: "
+        f"${TIMM_PYTHON_ENV}; neither: the augmented pipeline skips timm's side, predict "
+        "measures seres_torch in its place)",
+    )
+    _opt_in(
+        parser,
+        "--nnx-design",
+        "also measure the ways to jit the NNX training step (nnx.jit, nnx.cached_partial, "
+        "seres_jax.nnx.train.compile_steps) against the linen step: step time, first call, "
+        "dispatch time, compiled size; ~5 minutes on 2 CPU cores",
+        prefix="nnx-design",
+        models=NNX_DESIGN_MODELS,
+        section="NNX design",
+        rounds=None,
+        rounds_help="NNX design: rounds of one step per variant (default: each model's own)",
+    )
+    parser.add_argument(
+        "--eval-cost",
+        action="store_true",
+        help="also measure what `seres eval` costs a user (wall time, peak RSS, images/s, "
+        "compilation; seresnet50 at 224 on 15 and 1,000 photographs, one process per case, "
+        "--torch included); ~2 minutes on 2 CPU cores, twice that with --eval-cost-before "
+        "(--quick: the first case only)",
+    )
+    parser.add_argument(
+        "--eval-cost-before",
+        type=Path,
+        default=None,
+        metavar="CHECKOUT",
+        help="eval cost: also run every case with the seres of this checkout (e.g. `git "
+        "archive` of an earlier commit), for before/after figures from one machine",
+    )
+    _opt_in(
+        parser,
+        "--predict",
+        "also measure `seres predict` end to end against timm's inference.py (without "
+        "--timm-python and --timm-inference: seres_torch with the same preprocessing) on "
+        f"folders of {' and '.join(map(str, PREDICT['sizes']))} photographs, the same weights "
+        f"(--quick: {' and '.join(map(str, PREDICT_QUICK['sizes']))})",
+        prefix="predict",
+        rounds=3,
+        rounds_help="predict: rounds of both sides on every folder, the order alternating (3)",
+    )
+    parser.add_argument(
+        "--timm-inference",
+        default=None,
+        metavar="PATH",
+        help="predict: timm's inference.py (a pytorch-image-models checkout's; not in timm's "
+        f"wheel) (default: ${TIMM_INFERENCE_ENV})",
     )
     parser.add_argument(
         "--only",
@@ -208,17 +285,12 @@ def run_benchmarks(args: argparse.Namespace) -> dict[str, Any]:
     """Every requested measurement, each in its own child process; returns the results."""
     repeats = QUICK["repeats"] if args.quick else args.repeats
     warmup = QUICK["warmup"] if args.quick else args.warmup
-    machine = machine_info()
+    header = section_header()
+    machine = header["machine"]
     machine["accelerators"] = {}
-    # Other work on the machine distorts everything (torch's OpenMP threads most of all):
-    # the load average before and after lets a reader judge.
-    machine["loadavg_start"] = loadavg()
     results: dict[str, Any] = {
         "schema": 1,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
-        "machine": machine,
-        "versions": versions(),
+        **header,
         "settings": {
             "device": args.device,
             "bf16": args.bf16,
@@ -232,13 +304,7 @@ def run_benchmarks(args: argparse.Namespace) -> dict[str, Any]:
             "(seres_jax.compiler.enable_compile_cache, JAX's thresholds): cold = a child "
             "compiling into an empty directory, warm = a second child with the same directory; "
             "first training and inference call timed",
-            "recipe": {
-                "optimizer": "sgd",
-                "lr": LR,
-                "momentum": MOMENTUM,
-                "weight_decay": WEIGHT_DECAY,
-                "nesterov": NESTEROV,
-            },
+            "recipe": sgd_recipe(),
             "torch_compile": "torch.compile(model), default mode; loss, backward and the "
             "optimizer step run eagerly around it",
             "jax": {},
@@ -268,7 +334,7 @@ def run_benchmarks(args: argparse.Namespace) -> dict[str, Any]:
                 if impl not in args.impls:
                     entry["skipped"][impl] = "not in --impls"
                     continue
-                if args.device == "tpu" and impl != "jax":
+                if args.device == "tpu" and impl not in JAX_IMPLS:
                     entry["skipped"][impl] = "--device tpu measures JAX only"
                     continue
                 spec = {**model_spec, "impl": impl}
@@ -284,7 +350,7 @@ def run_benchmarks(args: argparse.Namespace) -> dict[str, Any]:
                     status += " (with errors)"
                 _log(f"[{name}] {impl}: {status}, {time.perf_counter() - start:.0f} s")
                 if "info" in result:
-                    framework = "jax" if impl == "jax" else "torch"
+                    framework = "jax" if impl in JAX_IMPLS else "torch"
                     results["settings"][framework].update(result["info"])
                     info = result["info"]
                     device_name = info.get("device_kind") or info.get("device_name")
@@ -360,6 +426,36 @@ def run_benchmarks(args: argparse.Namespace) -> dict[str, Any]:
                 tmp=Path(tmp),
                 log=_log,
             )
+        if args.nnx_design:
+            run_nnx_design(
+                results,
+                models=args.nnx_design_models,
+                device=args.device,
+                bf16=args.bf16,
+                quick=args.quick,
+                warmup=warmup,
+                rounds=args.nnx_design_rounds,
+                seed=args.seed,
+                timeout=args.timeout,
+                tmp=Path(tmp),
+                log=_log,
+            )
+        if args.eval_cost:
+            _log("[eval-cost] seres eval, one process per case ...")
+            results["eval_cost"] = eval_cost_section(
+                Path(tmp) / "eval-cost", before=args.eval_cost_before, quick=args.quick
+            )
+        if args.predict:
+            run_predict_bench(
+                results,
+                quick=args.quick,
+                rounds=1 if args.quick else args.predict_rounds,
+                timeout=args.timeout,
+                python=timm_python(args.timm_python),
+                inference=args.timm_inference,
+                tmp=Path(tmp),
+                log=_log,
+            )
     machine["loadavg_end"] = loadavg()
     return results
 
@@ -388,6 +484,9 @@ def apply_only(args: argparse.Namespace) -> set[str]:
             "eval": args.skip_eval,
             "recipe": not args.recipe_overhead,
             "augment": not args.augment_pipeline,
+            "nnx-design": not args.nnx_design,
+            "eval-cost": not args.eval_cost,
+            "predict": not args.predict,
         }
         return {section for section in measured if not skipped[section]}
     only = set(args.only)
@@ -397,6 +496,9 @@ def apply_only(args: argparse.Namespace) -> set[str]:
     args.skip_eval = "eval" not in only
     args.recipe_overhead = "recipe" in only
     args.augment_pipeline = "augment" in only
+    args.nnx_design = "nnx-design" in only
+    args.eval_cost = "eval-cost" in only
+    args.predict = "predict" in only
     return only
 
 
@@ -415,6 +517,9 @@ def main(argv: list[str] | None = None) -> int:
         + data_markdown(results)
         + recipe_markdown(results)
         + augment_markdown(results)
+        + nnx_design_markdown(results)
+        + eval_cost_markdown(results)
+        + predict_markdown(results)
     )
     for path, text in (
         (args.json, json.dumps(results, indent=2) + "\n"),

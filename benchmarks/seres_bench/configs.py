@@ -6,7 +6,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-IMPLS: tuple[str, ...] = ("jax", "torch_eager", "torch_compile")
+# ``jax`` is the linen model, ``jax_nnx`` its Flax NNX twin (``seres_jax.nnx``).
+IMPLS: tuple[str, ...] = ("jax", "jax_nnx", "torch_eager", "torch_compile")
+# All of them. jax_nnx is cheap enough to keep in every run: 16 s for tiny and 19 s for wide on
+# 2 CPU cores (~5 % of the default run), and each run then checks NNX against linen (the goal:
+# NNX_GOAL), on the accelerators too, where NNX's larger host work per call could show.
+DEFAULT_IMPLS: tuple[str, ...] = IMPLS
+# The implementations that run JAX (their settings are JAX's, their device is JAX's platform).
+JAX_IMPLS: tuple[str, ...] = ("jax", "jax_nnx")
 DEVICES: tuple[str, ...] = ("cpu", "gpu", "tpu")
 
 # The training recipe both frameworks run (seres' default SGD recipe, every leaf decayed as
@@ -184,3 +191,63 @@ RECIPE_MODELS: dict[str, RecipeModel] = {
         "forward at 128×128): the drop-path stand-in for tiny",
     ),
 }  # fmt: skip
+
+
+# The NNX design section (``nnx_design``, opt-in: ``--only nnx-design``): the ways to jit the
+# NNX training step against the linen step, every variant in one child per model, its steps
+# interleaved with the others' (``rounds`` rounds of one synchronised step each). seresnet50 at
+# 64×64, batch 8, so that a round of six variants takes seconds on 2 cores.
+@dataclass(frozen=True)
+class DesignModel:
+    """A model of the NNX design section: architecture, input, and rounds of timed steps."""
+
+    arch: str
+    image_size: int
+    batch: int
+    rounds: int
+    description: str
+
+
+NNX_DESIGN_MODELS: dict[str, DesignModel] = {
+    "tiny": DesignModel(
+        "seresnet_tiny", 32, 128, 8, "SEResNetTiny() as the `tiny` configuration (CIFAR 32×32)"
+    ),
+    "seresnet50": DesignModel(
+        "seresnet50", 64, 8, 8, "timm's seresnet50 (28.1 M params) at 64×64, batch 8"
+    ),
+}
+
+
+@dataclass(frozen=True)
+class DesignVariant:
+    """One way to jit a training step: its label, the API (``linen`` or ``nnx``), how it is
+    jitted, and whether it compiles with seres' XLA options (``seres_jax.compiler``)."""
+
+    label: str
+    api: str
+    jit: str  # "compile_steps", "nnx.jit", "cached_partial"
+    seres_options: bool
+
+
+NNX_DESIGN_VARIANTS: dict[str, DesignVariant] = {
+    "linen": DesignVariant(
+        "linen: `seres_jax.train.compile_steps`", "linen", "compile_steps", True
+    ),
+    "nnx_graph": DesignVariant(
+        "(a) `nnx.jit(train_step, donate_argnums=(0, 1))`", "nnx", "nnx.jit", False
+    ),
+    "nnx_cached": DesignVariant(
+        "(b) `nnx.cached_partial((a), model, optimizer)`", "nnx", "cached_partial", False
+    ),
+    "nnx_tree": DesignVariant(
+        "(c) `seres_jax.nnx.train.compile_steps`", "nnx", "compile_steps", True
+    ),
+    "nnx_tree_xla_defaults": DesignVariant(
+        "(d) (c) with XLA's defaults", "nnx", "compile_steps", False
+    ),
+    "linen_xla_defaults": DesignVariant(
+        "linen with XLA's defaults", "linen", "compile_steps", False
+    ),
+}
+# The issue's target: NNX's training and inference throughput at least 0.97× linen's.
+NNX_GOAL = 0.97

@@ -85,15 +85,6 @@ def jax_runners(spec: dict[str, Any]) -> Runners:
         variables = state.variables
         jax.block_until_ready([infer_fn(variables, x) for _ in range(n)])
 
-    def device_peak_mib() -> float | None:
-        try:
-            stats = device.memory_stats()  # None on the CPU backend
-        except Exception:
-            return None
-        if not stats or "peak_bytes_in_use" not in stats:
-            return None
-        return stats["peak_bytes_in_use"] / MIB
-
     def flops() -> dict[str, float | None]:
         # The steps are compiled by now: lowering and compiling again hits JAX's caches.
         return {
@@ -101,20 +92,42 @@ def jax_runners(spec: dict[str, Any]) -> Runners:
             "infer": _flops(infer_fn.lower(state.variables, x)),
         }
 
-    info = {
+    precision = "bf16" if dtype else "fp32"
+    peak = functools.partial(device_peak_mib, device)
+    return Runners(train, infer, peak, params, precision, jax_info(device, devices), flops)
+
+
+def device_peak_mib(device: Any) -> float | None:
+    """The device's peak memory in use (MiB), where its backend reports one (the CPU's not)."""
+    try:
+        stats = device.memory_stats()  # None on the CPU backend
+    except Exception:
+        return None
+    if not stats or "peak_bytes_in_use" not in stats:
+        return None
+    return float(stats["peak_bytes_in_use"]) / MIB
+
+
+def jax_info(device: Any, devices: int) -> dict[str, Any]:
+    """What the results' JAX settings record of a runner: the device, how many the step uses,
+    the backend, the precision flags and the XLA options it compiles with."""
+    import jax
+
+    from seres_jax import compiler
+
+    return {
         "device": str(device),
         "devices": devices,
         "device_kind": device.device_kind,
         "backend": jax.default_backend(),
         "device_count": jax.device_count(),
-        "jax_default_matmul_precision": jax.config.jax_default_matmul_precision,
-        "jax_enable_x64": bool(jax.config.jax_enable_x64),
+        # jax's Config declares its flags at run time, out of a type checker's sight.
+        "jax_default_matmul_precision": jax.config.jax_default_matmul_precision,  # type: ignore[attr-defined]
+        "jax_enable_x64": bool(jax.config.jax_enable_x64),  # type: ignore[attr-defined]
         "XLA_FLAGS": os.environ.get("XLA_FLAGS", ""),
-        "compiler_options": compiler.compiler_options(platform),
+        "compiler_options": compiler.compiler_options(device.platform),
         "XLA_PYTHON_CLIENT_PREALLOCATE": os.environ.get("XLA_PYTHON_CLIENT_PREALLOCATE", ""),
     }
-    precision = "bf16" if dtype else "fp32"
-    return Runners(train, infer, device_peak_mib, params, precision, info, flops)
 
 
 def _flops(lowered: Any) -> float | None:

@@ -18,17 +18,12 @@ sections."""
 
 from __future__ import annotations
 
-import datetime
 import statistics
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from .configs import (
-    LR,
-    MOMENTUM,
-    NESTEROV,
     QUICK,
     RECIPE_ACCUM,
     RECIPE_DROP_PATH_RATE,
@@ -36,12 +31,11 @@ from .configs import (
     RECIPE_GOALS_PCT,
     RECIPE_MODELS,
     RECIPE_VARIANTS,
-    WEIGHT_DECAY,
     RecipeModel,
     RecipeVariant,
 )
-from .machine import loadavg, machine_info, versions
-from .report import _fmt
+from .machine import loadavg
+from .report import _fmt, measured_line, section_header, sgd_recipe
 from .worker import run_worker, worker_env
 
 # --------------------------------------------------------------------------- the variants
@@ -233,17 +227,13 @@ def recipe_markdown(results: dict[str, Any]) -> str:
     section = results.get("recipe_overhead")
     if not section:
         return ""
-    s, m = section["settings"], section["machine"]
+    s = section["settings"]
     ema = s["ema"]
     lines = [
         "",
         "## Recipe overhead (JAX training step)",
         "",
-        f"Measured {section['created']} (`{' '.join(section['command'])}`), --device "
-        f"{s['device']}; {m['cpu']}, {m['cores']} cores; load average (1, 5, 15 min) "
-        f"{m.get('loadavg_start')} at start, {m.get('loadavg_end')} at end"
-        + (" — **--quick smoke test, not a measurement**" if s["quick"] else "")
-        + ".",
+        measured_line(section),
         "",
         f"`seres_jax.train.train_step` ({s['recipe']['optimizer']} as above) with timm's "
         f"recipe pieces: **EMA** `EmaConfig(decay={ema['decay']}, use_warmup="
@@ -310,11 +300,11 @@ def recipe_markdown(results: dict[str, Any]) -> str:
                 runs = ", ".join(
                     f"{variant['repeats_run'][i]} × {variant['steps_run'][i]} step(s)" for i in cut
                 )
-                rounds = len(variant["cut"]) - len(variant["rounds_skipped"])
+                rounds_run = len(variant["cut"]) - len(variant["rounds_skipped"])
                 notes.append(
                     f"{name} / {vname}: * repetitions cut to the {s.get('budget_s'):g} s "
                     f"budget ({runs} instead of {s['repeats']} × {entry['steps']}), "
-                    f"{rounds} round(s)"
+                    f"{rounds_run} round(s)"
                 )
         for vname, reason in entry["skipped"].items():
             notes.append(f"{name} / {vname}: skipped ({reason})")
@@ -355,13 +345,8 @@ def run_recipe_overhead(
     log: Callable[[str], None],
 ) -> None:
     """Every model's variants, ``rounds`` children each, into ``results["recipe_overhead"]``."""
-    machine = machine_info()
-    machine["loadavg_start"] = loadavg()
     section: dict[str, Any] = {
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
-        "machine": machine,
-        "versions": versions(),
+        **section_header(),
         "settings": {
             "device": device,
             "quick": quick,
@@ -374,13 +359,7 @@ def run_recipe_overhead(
             "drop_path_rate": RECIPE_DROP_PATH_RATE,
             "grad_accum_steps": RECIPE_ACCUM,
             "goals_pct": dict(RECIPE_GOALS_PCT),
-            "recipe": {
-                "optimizer": "sgd",
-                "lr": LR,
-                "momentum": MOMENTUM,
-                "weight_decay": WEIGHT_DECAY,
-                "nesterov": NESTEROV,
-            },
+            "recipe": sgd_recipe(),
             "jax": {},
         },
         "models": {},
@@ -435,4 +414,4 @@ def run_recipe_overhead(
             f"{RECIPE_MODELS['seresnet50'].image_size} on the CPU, not 224×224 (minutes per "
             "run on 2 cores); on an accelerator the section measures 224×224"
         )
-    machine["loadavg_end"] = loadavg()
+    section["machine"]["loadavg_end"] = loadavg()

@@ -14,11 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from .compile_cache import cache_worker
+from .configs import JAX_IMPLS
 from .converter import convert_worker
 from .eval_speed import eval_worker
 from .input_pipeline import pipeline_worker
 from .jax_runner import jax_runners
-from .measure import error_text, maxrss_mib, measure, measure_budgeted
+from .measure import Runners, error_text, maxrss_mib, measure, measure_budgeted
+from .nnx_runner import nnx_runners
 from .torch_runner import torch_runners
 
 RESULT_PREFIX = "BENCH_RESULT "
@@ -26,15 +28,25 @@ RESULT_PREFIX = "BENCH_RESULT "
 ENTRY = Path(__file__).resolve().parents[1] / "bench.py"
 
 
+def model_runners(spec: dict[str, Any]) -> Runners:
+    """The runners of ``spec["impl"]``: linen (``jax``), NNX (``jax_nnx``) or PyTorch."""
+    impl = spec["impl"]
+    if impl == "jax":
+        return jax_runners(spec)
+    if impl == "jax_nnx":
+        return nnx_runners(spec)
+    return torch_runners(spec, impl == "torch_compile")
+
+
 def model_worker(spec: dict[str, Any]) -> dict[str, Any]:
     impl = spec["impl"]
     # Imports are done here so the peak RSS of the imports alone is on record.
-    if impl == "jax":
+    if impl in JAX_IMPLS:
         import jax  # noqa: F401
     else:
         import torch  # noqa: F401
     import_rss = maxrss_mib()
-    runners = jax_runners(spec) if impl == "jax" else torch_runners(spec, impl == "torch_compile")
+    runners = model_runners(spec)
     result: dict[str, Any] = {
         "impl": impl,
         "params": runners.params,
@@ -119,7 +131,7 @@ def worker_env(kind: str, impl: str | None, device: str, cache_dir: Path) -> dic
     env.pop("JAX_COMPILATION_CACHE_DIR", None)
     # JAX computes only in the jax worker on the chosen device; elsewhere (torch imports
     # seres_jax.registry, the converter uses numpy) it must not claim an accelerator.
-    if kind == "convert" or impl != "jax" or device == "cpu":
+    if kind == "convert" or impl not in JAX_IMPLS or device == "cpu":
         env["JAX_PLATFORMS"] = "cpu"
     return env
 
