@@ -400,7 +400,8 @@ def test_the_benchmark_reads_wall_time_and_peak_memory(monkeypatch, tmp_path):
     from seres_bench import eval_cost
 
     argv = [sys.executable, "-c", "import time; x = bytearray(64 << 20); time.sleep(0.2)"]
-    readers = [eval_cost.TIME, str(tmp_path / "absent")]
+    time_binary = eval_cost.TIME
+    readers = [time_binary, str(tmp_path / "absent")]
     if not Path(eval_cost.TIME).exists():
         readers = readers[1:]
     for reader in readers:
@@ -408,7 +409,7 @@ def test_the_benchmark_reads_wall_time_and_peak_memory(monkeypatch, tmp_path):
         result = eval_cost.timed(argv, {})
         assert result["status"] == 0 and result["wall_s"] >= 0.2
         assert result["peak_rss_mib"] > 64
-        if reader == eval_cost.TIME:  # time's own child: not this (large) process's peak
+        if reader == time_binary:  # time's own child: not this (large) process's peak
             assert result["peak_rss_mib"] < 1024
     assert eval_cost.timed([sys.executable, "-c", "raise SystemExit(3)"], {})["status"] == 3
     assert eval_cost._clock_s("1:02:03.5") == 3723.5 and eval_cost._clock_s("0:07.25") == 7.25
