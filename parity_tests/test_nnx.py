@@ -329,3 +329,16 @@ def test_the_readme_nnx_loop_runs_as_written(tmp_path, monkeypatch):
     torch_state = load_file(tmp_path / "tiny_nnx.safetensors")
     _bits_equal(snnx.to_state_dict(namespace["model"]), torch_state, ordered=False)
     torch_to_flax(torch_state, variables_template(namespace["arch"]))  # strict
+
+
+def test_importing_seres_jax_nnx_starts_no_jax_backend():
+    """A multi-host run calls ``jax.distributed.initialize`` before any JAX computation, so
+    importing the package must not make an array (it did once: the initialiser's keys)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import seres_jax.nnx, seres_jax.train; from jax._src import xla_bridge;"
+        "assert not xla_bridge._backends, 'a JAX backend started at import'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

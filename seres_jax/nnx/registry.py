@@ -48,13 +48,13 @@ def _initialiser(
         return cls(**arguments, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
 
     try:
-        graphdef = nnx.graphdef(nnx.eval_shape(lambda: build(*_KEYS)))
+        # Keys made here, not at import: importing seres must not start a JAX backend (a
+        # multi-host run calls jax.distributed.initialize first).
+        keys = (jax.random.key(0, impl="rbg"), jax.random.key(0))
+        graphdef = nnx.graphdef(nnx.eval_shape(lambda: build(*keys)))
     except ValueError as err:  # widths the arch string's numbers make impossible
         raise RegistryError(f"{arch} cannot be built: {err}") from None
     return graphdef, jax.jit(lambda params, dropout: nnx.state(build(params, dropout)))
-
-
-_KEYS = (jax.random.key(0, impl="rbg"), jax.random.key(0))
 
 
 def create_model(
