@@ -173,6 +173,13 @@ def to_nnx(
         dtypes = {_dtype_name(np.asarray(v).dtype) for v in jax.tree.leaves(variables)}
         param_dtype = _floating_dtype(dtypes, "to_nnx")
     check_variables(variables, variables_template(arch, param_dtype=param_dtype))
+    return _build(variables, arch, dtype, param_dtype, seed)
+
+
+def _build(
+    variables: Mapping[str, Any], arch: str, dtype: Dtype, param_dtype: Dtype, seed: int
+) -> nnx.Module:
+    """``to_nnx`` of variables already checked against ``arch``'s template."""
     graphdef, state = nnx.split(abstract_model(arch, dtype=dtype, param_dtype=param_dtype))
     model = nnx.merge(graphdef, _filled(state, variables, _placeholder))
     if any(_collection(v) is None for _, v in nnx.to_flat_state(nnx.state(model))):
@@ -199,7 +206,7 @@ def from_torch(
         dtypes = {_dtype_name(v.dtype) for v in state_dict.values() if hasattr(v, "dtype")}
         param_dtype = _floating_dtype(dtypes, "from_torch")
     variables = torch_to_flax(state_dict, variables_template(arch, param_dtype=param_dtype))
-    model = to_nnx(variables, arch, dtype=dtype, param_dtype=param_dtype, seed=seed)
+    model = _build(variables, arch, dtype, param_dtype, seed)  # torch_to_flax checked it
     if getattr(source, "training", True) is False:
         model.eval()
     return model
@@ -232,7 +239,7 @@ def load(
         path = Path(path) / CHECKPOINT_DIR
     template = variables_template(arch, param_dtype=param_dtype)
     variables = load_checkpoint(path, template=template).to_variables(template)
-    return to_nnx(variables, arch, dtype=dtype, param_dtype=param_dtype, seed=seed)
+    return _build(variables, arch, dtype, param_dtype, seed)  # checked against the template
 
 
 def save(
