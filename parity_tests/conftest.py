@@ -98,6 +98,9 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
                 into[kind] = max(into.get(kind, 0.0), err)
     if not merged:
         return
+    # .ci/run records these beside the test counts; the docs' figures are rendered from them.
+    if record := os.environ.get("SERES_WORST_JSON"):
+        Path(record).write_text(json.dumps(merged, indent=1, sort_keys=True))
     terminalreporter.section("worst parity errors (relative to the reference's max-abs)")
     for label, worst in sorted(merged.items()):
         cells = ", ".join(f"{kind} {err:.2e}" for kind, err in worst.items())

@@ -292,7 +292,7 @@ def test_seres_torch_draws_timms_masks_from_the_same_seed(name):
     """Live against timm where it is importable: timm's weights in seres_torch, train mode
     with stochastic depth and dropout, from the same torch seed: the same masks in the same
     order, so the same outputs bit for bit."""
-    timm = pytest.importorskip("timm", reason="timm is not installed (see the README)")
+    timm = pytest.importorskip("timm", reason="timm is not installed (see docs/zoo.md)")
     kwargs = dict(channels=(16, 32, 64, 128), stem_width=8, num_classes=10, layers=(2, 1, 1, 1),
                   drop_path_rate=0.3, drop_rate=0.2)  # fmt: skip
     if tr.ZOO[name].get("cardinality", 1) > 1:

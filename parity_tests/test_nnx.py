@@ -6,7 +6,6 @@ on a device mesh. Parity with PyTorch is ``test_registry``'s (``test_reduced_par
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -32,7 +31,6 @@ if HAVE_TORCH:
 TINY = "seresnet_tiny:in_ch=1,base=8,n=1,reduction=4"
 ZOO = "seresnet50:layers=1-1-1-1,channels=8-16-32-64,num_classes=5"
 LEGACY = "legacy_senet154:layers=1-1-1-1,channels=8-16-32-64,num_classes=5,cardinality=4"
-README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 def _state_dict(arch: str, dtype: np.dtype, seed: int = 0) -> dict[str, np.ndarray]:
@@ -315,20 +313,6 @@ def test_eight_devices_train_an_nnx_model_as_one(tmp_path):
     result = run_json_script(MESH_SCRIPT, str(tmp_path / "ckpt"), devices=8, timeout=300)
     print(result)
     assert result["loss_err"] < 1e-5 and result["param_err"] < 1e-5, result
-
-
-def test_the_readme_nnx_loop_runs_as_written(tmp_path, monkeypatch):
-    text = README.read_text(encoding="utf-8")
-    section = text.split("## Using seres with Flax NNX", 1)[1].split("\n## ", 1)[0]
-    (block,) = re.findall(r"```python\n(.*?)```", section, re.DOTALL)
-    monkeypatch.chdir(tmp_path)
-    namespace: dict = {}
-    exec(compile(block, str(README), "exec"), namespace)
-    assert int(namespace["optimizer"].step[...]) == namespace["total"]
-    assert namespace["val"]["acc"] > 0.5  # it learnt (chance: 0.1)
-    torch_state = load_file(tmp_path / "tiny_nnx.safetensors")
-    _bits_equal(snnx.to_state_dict(namespace["model"]), torch_state, ordered=False)
-    torch_to_flax(torch_state, variables_template(namespace["arch"]))  # strict
 
 
 def test_importing_seres_jax_nnx_starts_no_jax_backend():

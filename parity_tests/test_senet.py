@@ -149,7 +149,7 @@ def test_full_size_parity(name):
 
 def _timm():  # the timm module, or the test skips
     return pytest.importorskip(
-        "timm", reason="timm is not installed (see the README's timm section)"
+        "timm", reason="timm is not installed (see docs/zoo.md, testing against timm)"
     )
 
 

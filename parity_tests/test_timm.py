@@ -1,8 +1,9 @@
 """Compatibility with timm itself: timm's models load into seres_torch and seres_jax and
 compute the same thing, and timm → Flax → timm round-trips bit-exactly.
 
-Runs whenever timm is importable (see the README's "timm" section for that environment) and is
-skipped otherwise. Reduced widths by default; full-size models behind ``-m slow``.
+Runs whenever timm is importable (docs/zoo.md, "Testing against timm itself", shows that
+environment) and is skipped otherwise. Reduced widths by default; full-size models behind
+``-m slow``.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ if HAVE_TORCH:
 pytestmark = pytest.mark.requires_torch
 
 timm = pytest.importorskip(
-    "timm", reason="timm is not installed (it needs a torchvision matching torch; see README)"
+    "timm", reason="timm is not installed (it needs a torchvision matching torch; see docs/zoo.md)"
 )
 
 REDUCED = dict(channels=(16, 32, 64, 128), stem_width=8, num_classes=10, layers=(1, 1, 1, 1))

@@ -9,7 +9,7 @@ BatchNorm: loaded strictly into ``seres_torch`` (largest logit difference, eval 
 into Flax (eval logits against timm float32, beside PyTorch float32's own error against float64
 as the yardstick).
 
-Run from the repository root (timm needs a torchvision matching its torch; the README's timm
+Run from the repository root (timm needs a torchvision matching its torch; docs/zoo.md's timm
 section shows the scratch environment)::
 
     PYTHONPATH=. python -m parity_tests.zoo_report --out zoo_report [--names a,b] [--no-timm]
@@ -42,6 +42,7 @@ from seres_jax.parity import (
 from seres_jax.registry import MODELS, build_flax, build_torch, variables_template
 
 from .helpers import nchw_input, reduced_case, settle_batchnorm
+from .zoo_table import markdown
 
 ZOO_CLASSES = ("seres_jax.resnet:SEResNet", "seres_jax.senet:SENet")
 NAMES = [name for name, spec in MODELS.items() if spec.flax_path in ZOO_CLASSES]
@@ -107,43 +108,6 @@ def against_timm(name: str, timm: Any) -> dict[str, Any]:
         "flax_vs_float64_eval": relative_error(np.asarray(got), want64),
         "torch_fp32_vs_float64_eval": relative_error(want32, want64),
     }
-
-
-def _e(value: float) -> str:
-    return "0" if value == 0 else f"{value:.1e}"
-
-
-def markdown(rows: dict[str, dict[str, Any]]) -> str:
-    head = (
-        "| model | parameters | state_dict entries | round trip | reduced input "
-        "| eval: output / input grad / param grad | train: output / input grad / param grad "
-        "/ running stats | seres_torch vs timm (eval / train) | Flax vs timm eval logits "
-        "(Flax / PyTorch fp32, each vs float64) |\n|---|---:|---:|---|---|---|---|---|---|\n"
-    )
-    lines = []
-    for name, r in rows.items():
-        ev, tr = r["eval"], r["train"]
-        gates = "" if r["eval_holds_fp32_gates"] and r["train_holds_fp32_gates"] else " (over!)"
-        timm = r.get("timm")
-        torch_col = (
-            f"{_e(timm['torch_vs_timm_eval'])} / {_e(timm['torch_vs_timm_train'])}"
-            if timm
-            else "not run"
-        )
-        flax_col = (
-            f"{_e(timm['flax_vs_timm_eval'])} ({_e(timm['flax_vs_float64_eval'])} / "
-            f"{_e(timm['torch_fp32_vs_float64_eval'])})"
-            if timm
-            else "not run"
-        )
-        lines.append(
-            f"| {name} | {r['params']:,} | {r['entries']:,} | {r['round_trip']} "
-            f"| {'×'.join(map(str, r['reduced_input']))} "
-            f"| {_e(ev['output'])} / {_e(ev['input_grad'])} / {_e(ev['param_grad'])}{gates} "
-            f"| {_e(tr['output'])} / {_e(tr['input_grad'])} / {_e(tr['param_grad'])} / "
-            f"{_e(tr['running_stats'])} | {torch_col} | {flax_col} |"
-        )
-    return head + "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:

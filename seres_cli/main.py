@@ -37,7 +37,11 @@ COMMANDS = {
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="seres", description=__doc__.splitlines()[0])
+    parser = _Parser(
+        prog="seres",
+        description="SE-ResNets in JAX and PyTorch: train, evaluate, predict, convert, export, "
+        "check parity.",
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for command in COMMANDS.values():

@@ -42,6 +42,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 STAGING_MARK = ".seres-staging-"
+"""The mark of a staging directory's name (``.<dst name>.seres-staging-<random>``): ``sweep`` looks
+only at hidden entries holding it, and ``seres_jax.train`` counts such entries beside its own
+files as a run's."""
 _INIT_MARK = ".seres-init-"
 _LOCK = ".lock"
 _REPLACED = "replaced"
@@ -49,6 +52,8 @@ _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2
 
 Replaceable = Callable[[Path], "str | None"]
+"""A ``replaceable`` policy: given an existing destination directory, ``None`` to accept it,
+or why not, as a phrase the ``DestinationError`` puts after the path (``"is not a pack"``)."""
 
 
 class DestinationError(Exception):

@@ -5,7 +5,7 @@ the persistent compilation cache of seres' commands (``enable_compile_cache``).
 default of ``xla_cpu_experimental_ynn_fusion_type``). For the SE-ResNets here YNNPACK's
 convolutions are the slow path: on a 2-core AVX-512 Xeon (jaxlib 0.10.2) they halve the
 training step's throughput, while YNNPACK's dots and reductions (BatchNorm's statistics and
-their gradients) help; the README's Benchmarks section has the figures. ``CPU_OPTIONS``
+their gradients) help; docs/benchmarks.md has the figures. ``CPU_OPTIONS``
 therefore keeps YNNPACK for dots and reductions and gives convolutions back to XLA's own
 emitter. Numerics stay within the parity tolerances either way, and the parity suite runs
 both paths.
@@ -36,12 +36,19 @@ import jax
 import numpy as np
 
 DISABLE_ENV = "SERES_XLA_CPU_OPTIONS"
+"""The environment variable that, set to ``0``, drops ``CPU_OPTIONS``: XLA's defaults apply."""
 CACHE_ENV = "SERES_COMPILE_CACHE"
+"""The environment variable naming the directory of the commands' compilation cache, or
+``off`` (see ``default_compile_cache``)."""
 YNN_FUSION_FLAG = "xla_cpu_experimental_ynn_fusion_type"
-# jaxlib 0.10's default (individual dots and convolutions, reductions) minus the convolutions.
+"""The XLA CPU option choosing the operations YNNPACK runs; where ``XLA_FLAGS`` already names
+it, the user's value wins and ``CPU_OPTIONS`` is dropped."""
 CPU_OPTIONS: dict[str, str] = {
     YNN_FUSION_FLAG: "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE",
 }
+"""The options ``jit`` compiles with on the CPU: jaxlib 0.10's default (individual dots and
+convolutions, reductions) minus the convolutions, which XLA's own emitter runs faster here
+(see the module docstring)."""
 
 
 @functools.cache

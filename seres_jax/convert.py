@@ -56,6 +56,8 @@ if TYPE_CHECKING:
     import torch
 
 FlaxPath = tuple[str, ...]
+"""A leaf's place in Flax variables: ``(collection, *modules, leaf)`` as ``flatten_dict`` keys
+it, e.g. ``("params", "layer1_0", "conv1", "kernel")``."""
 
 # PyTorch leaf name -> (Flax collection, Flax leaf name), for every leaf except `weight`,
 # whose Flax name depends on its rank (see the module docstring).

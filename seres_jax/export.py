@@ -68,8 +68,9 @@ __all__ = [
 ]
 
 CONFIG, WEIGHTS, README = "config.json", "model.safetensors", "README.md"
-# What `push_to_hf_hub` uploads (with safe_serialization=True), in the order written.
 FILES = (WEIGHTS, CONFIG, README)
+"""The files of an export directory, in the order written: what timm's ``push_to_hf_hub``
+uploads with ``safe_serialization=True``."""
 
 
 class ExportError(CheckpointError):
@@ -357,6 +358,7 @@ class ModelCard:
         return card
 
     def render(self) -> str:
+        """The card as ``README.md`` text: ``generate_readme`` of ``timm_card()``."""
         return generate_readme(self.timm_card(), self.name)
 
 

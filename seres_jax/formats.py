@@ -83,7 +83,9 @@ from .convert import (
 )
 
 PathLike = str | os.PathLike[str]
+"""A file system path as the functions here take it: a string or any ``os.PathLike``."""
 Kind = Literal["state_dict", "variables"]
+"""What a checkpoint holds: a PyTorch-keyed ``state_dict`` or a Flax ``variables`` tree."""
 FORMATS: dict[str, tuple[str, Kind]] = {
     ".pt": ("torch", "state_dict"),
     ".pth": ("torch", "state_dict"),
@@ -92,6 +94,8 @@ FORMATS: dict[str, tuple[str, Kind]] = {
     ".msgpack": ("msgpack", "variables"),
     "": ("orbax", "variables"),
 }
+"""A path's suffix -> its format and what that holds; ``""`` (no suffix, or a directory) is
+orbax. ``format_of`` reads it and names the known suffixes when a path has none of them."""
 _WRAPPERS = ("state_dict", "model")
 _PREFIXES = ("module.", "_orig_mod.")
 # The dtypes seres reads: real floating-point weights, and integers for BatchNorm's counter.
@@ -105,6 +109,8 @@ _ORBAX_EXPANSION, _ORBAX_SLACK = 16, 64 << 20
 _MSGPACK_SLACK_PER_ENTRY, _MSGPACK_SLACK = 4 << 10, 1 << 20
 _CHUNK = 1 << 20
 DIGEST_KEY = "seres.sha256"
+"""The metadata key under which seres records ``tensor_digest`` in the safetensors and orbax
+files it writes, and verifies it on reading."""
 _ORBAX_ENTRIES = re.compile(
     r"_CHECKPOINT_METADATA|_METADATA|_sharding|commit_success\.txt|manifest\.ocdbt|d|descriptor"
     r"|array_metadatas|ocdbt\.process_\d+"

@@ -62,10 +62,15 @@ __all__ = [
 ]
 
 HUB_PREFIX = "hf-hub:"
-LOCAL_PREFIX = "local-dir:"  # timm's name for a directory save_for_hf wrote
+"""What starts a hub model's name, ``hf-hub:ORG/NAME[@REV]``, as timm spells it."""
+LOCAL_PREFIX = "local-dir:"
+"""What starts the name of a directory ``save_for_hf`` wrote, ``local-dir:DIR``, as timm
+spells it."""
 CONFIG_NAME = "config.json"
-# timm's preference (timm.models._hub.load_state_dict_from_hf): safetensors, else the pickle.
+"""The timm model configuration's file name, on the hub and in a local directory."""
 WEIGHT_NAMES = ("model.safetensors", "pytorch_model.bin")
+"""The weights' file names in timm's order of preference (``load_state_dict_from_hf``): the
+first one the repository or directory holds is read."""
 # A config.json is a few KiB (ImageNet-22k label names: ~300 KiB); anything past this is not
 # one, and is refused before it is read.
 MAX_CONFIG_BYTES = 1 << 20

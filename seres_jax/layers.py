@@ -35,8 +35,13 @@ import jax
 import jax.numpy as jnp
 
 Dtype = Any
+"""A ``dtype`` or ``param_dtype`` argument: a JAX or NumPy dtype (``jnp.bfloat16``), or
+``None`` for a compute dtype taken from the inputs."""
 Initializer = Callable[..., jax.Array]
+"""A Flax initialiser: ``init(key, shape, dtype) -> jax.Array``."""
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {"silu": nn.silu, "relu": nn.relu}
+"""The activations a model's ``act`` may name (``make_activation``), as in
+``seres_torch.layers.ACTIVATIONS``."""
 
 
 def make_activation(act: str) -> Callable[[jax.Array], jax.Array]:
@@ -59,9 +64,9 @@ def torch_uniform(fan_in: int) -> Initializer:
     return init
 
 
-# timm's convolution init (``kaiming_normal_(mode="fan_out", nonlinearity="relu")``), which its
-# models apply to every Conv2d after building them; biases keep PyTorch's default.
 HE_NORMAL: Initializer = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+"""timm's convolution init (``kaiming_normal_(mode="fan_out", nonlinearity="relu")``), which
+its models apply to every ``Conv2d`` after building them; biases keep PyTorch's default."""
 
 
 def check_groups(cin: int, cout: int, groups: int) -> None:
@@ -321,9 +326,11 @@ class ECABlock(nn.Module):
         return x * nn.sigmoid(w).reshape(x.shape[0], 1, 1, self.channels).astype(x.dtype)
 
 
-# timm's ``create_attn`` vocabulary, mirroring ``seres_torch.layers.ATTENTION_LAYERS``.
 ATTENTION_LAYERS: dict[str, type[nn.Module]] = {"se": SEModule, "eca": ECABlock}
+"""timm's ``create_attn`` vocabulary: attention name -> class built as ``cls(channels)``,
+mirroring ``seres_torch.layers.ATTENTION_LAYERS``."""
 ATTENTIONS = (*ATTENTION_LAYERS, "none")
+"""What a model's ``attn`` may name: the ``ATTENTION_LAYERS`` and ``"none"`` (no attention)."""
 
 
 def create_attn(

@@ -48,9 +48,10 @@ __all__ = [
     "warmup_cosine",
 ]
 
-# A pytree of bools shaped like (or a prefix of) the params, or a function of the params
-# returning one; True marks leaves that receive weight decay (optax's ``mask`` convention).
 WeightDecayMask = Any | Callable[[optax.Params], Any]
+"""A pytree of bools shaped like (or a prefix of) the params, or a function of the params
+returning one; ``True`` marks the leaves that receive weight decay (optax's ``mask``
+convention; ``decay_kernels_only`` is one)."""
 
 
 # --------------------------------------------------------------------------- schedules
@@ -785,6 +786,7 @@ def rmsprop_tf(
 # ----------------------------------------------------------------------- gradient clipping
 
 CLIP_MODES: tuple[str, ...] = ("norm", "value", "agc")
+"""timm's ``--clip-mode`` values, the ``mode`` of ``clip_grad`` (see there)."""
 _AGC_EPS = 1e-3  # timm's adaptive_clip_grad default, which dispatch_clip_grad keeps
 
 
@@ -873,6 +875,8 @@ _TIMM_OPTIMIZERS: dict[str, _TimmOptimizer] = {
     "rmsproptf": _TimmOptimizer(rmsprop_tf, True, True, False, {"alpha": 0.9}, "mask"),
 }
 TIMM_OPTIMIZER_NAMES: tuple[str, ...] = tuple(_TIMM_OPTIMIZERS)
+"""The timm optimizer names ``create_optimizer`` builds (timm's ``--opt``, case-insensitive),
+and a recipe's ``optimizer`` may name."""
 
 
 def create_optimizer(
@@ -949,7 +953,10 @@ _SCHEDULES: dict[str, Callable[..., optax.Schedule]] = {
     "constant": constant,
 }
 OPTIMIZER_NAMES: tuple[str, ...] = tuple(_OPTIMIZERS)
+"""The optimizers ``make_optimizer`` builds by name (``TIMM_OPTIMIZER_NAMES`` has timm's)."""
 SCHEDULE_NAMES: tuple[str, ...] = tuple(_SCHEDULES)
+"""The per-update schedules ``make_schedule`` builds by name, and a recipe's ``schedule`` may
+name."""
 
 
 def make_optimizer(
@@ -979,29 +986,55 @@ class Recipe(Protocol):
     """The fields of a training recipe that choose its optimizer and schedule."""
 
     @property
-    def optimizer(self) -> str: ...  # one of TIMM_OPTIMIZER_NAMES
+    def optimizer(self) -> str:
+        """The optimizer, one of ``TIMM_OPTIMIZER_NAMES``."""
+
     @property
-    def lr(self) -> float | None: ...  # None: not resolved yet (see TrainConfig.resolved)
+    def lr(self) -> float | None:
+        """The schedule's peak learning rate; ``None``: not resolved yet (see
+        ``TrainConfig.resolved``), which ``recipe_schedule`` refuses."""
+
     @property
-    def momentum(self) -> float: ...
+    def momentum(self) -> float:
+        """The momentum of the optimizers that take one (the SGD names, ``lars``,
+        ``rmsproptf``); the one-cycle schedule cycles it instead."""
+
     @property
-    def nesterov(self) -> bool: ...  # "sgd" only: False gives timm's "momentum"
+    def nesterov(self) -> bool:
+        """For ``"sgd"`` only: ``False`` gives timm's ``"momentum"`` (no Nesterov)."""
+
     @property
-    def weight_decay(self) -> float: ...
+    def weight_decay(self) -> float:
+        """The weight-decay coefficient (which leaves it decays: ``decay_all``)."""
+
     @property
-    def decay_all(self) -> bool: ...  # True: biases and BatchNorm too (torch's default)
+    def decay_all(self) -> bool:
+        """``True``: biases and BatchNorm parameters are decayed too (torch's default);
+        ``False``: the kernels only (``decay_kernels_only``, timm's default)."""
+
     @property
-    def opt_eps(self) -> float | None: ...  # None: the optimizer's own
+    def opt_eps(self) -> float | None:
+        """timm's ``--opt-eps``; ``None``: the optimizer's own."""
+
     @property
-    def opt_betas(self) -> tuple[float, float] | None: ...
+    def opt_betas(self) -> tuple[float, float] | None:
+        """timm's ``--opt-betas`` (``adamw``, ``lamb``); ``None``: the optimizer's own."""
+
     @property
-    def clip_grad(self) -> float | None: ...
+    def clip_grad(self) -> float | None:
+        """timm's ``--clip-grad``: the clipping threshold; ``None``: no clipping."""
+
     @property
-    def clip_mode(self) -> str: ...
+    def clip_mode(self) -> str:
+        """How ``clip_grad`` clips, one of ``CLIP_MODES``."""
+
     @property
-    def schedule(self) -> str: ...
+    def schedule(self) -> str:
+        """The learning-rate schedule, one of ``SCHEDULE_NAMES``."""
+
     @property
-    def warmup_epochs(self) -> float: ...
+    def warmup_epochs(self) -> float:
+        """The ``"cosine"`` schedule's linear warmup, in epochs (fractions allowed)."""
 
 
 def recipe_schedule(recipe: Recipe, total_steps: int, steps_per_epoch: int) -> optax.Schedule:

@@ -62,7 +62,11 @@ class Tolerance:
 
 
 FP32_TOL = Tolerance(output=1e-5, input_grad=1e-4, param_grad=1e-4, running_stats=1e-5)
+"""The float32 gates, the default of ``compare_modules`` and ``parity_report``: an order of
+magnitude above float32 PyTorch's own error against float64 (see the module docstring)."""
 BF16_TOL = Tolerance(output=5e-2, input_grad=1e-1, param_grad=2.5e-1, running_stats=5e-2)
+"""The gates of bfloat16 compute (float32 parameters and statistics) against the float32
+reference, above the errors measured in the module docstring."""
 
 
 def relative_error(actual: Any, reference: Any) -> float:
@@ -381,6 +385,8 @@ class ModeReport:
         return self.result.layers
 
     def first_divergence(self, tol: Tolerance) -> LayerRow | None:
+        """The first layer, in execution order, whose output error exceeds ``tol.output``
+        (or is NaN); ``None`` when none does."""
         return next((row for row in self.rows if not row.max_rel <= tol.output), None)
 
 
@@ -396,6 +402,8 @@ class ParityReport:
 
     @property
     def ok(self) -> bool:
+        """Whether every mode holds ``tolerance``: no layer diverges, and no output, gradient or
+        running statistic exceeds its gate."""
         return all(
             m.first_divergence(self.tolerance) is None and not m.result.failures(self.tolerance)
             for m in self.modes
@@ -523,6 +531,7 @@ class DataAgreement:
     max_logit_diff: float
 
     def to_dict(self) -> dict[str, float]:
+        """The fields as JSON-ready data."""
         return dataclasses.asdict(self)
 
 

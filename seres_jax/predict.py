@@ -218,6 +218,7 @@ class Predictor:
 
     @property
     def images_per_s(self) -> float:
+        """The last call's ``count / run_s`` (0 before any image ran)."""
         return self.count / self.run_s if self.run_s > 0 else 0.0
 
     def _compile(self, size: int) -> Any:
@@ -332,6 +333,8 @@ class Agreement:
 
     @property
     def top1_agreement(self) -> float:
+        """The fraction of the images on which both top-1 classes are the same (0 with none
+        counted)."""
         return self.same_top1 / self.count if self.count else 0.0
 
     @property
@@ -341,6 +344,8 @@ class Agreement:
         return self.max_logit_diff / self.max_logit if self.max_logit > 0 else self.max_logit_diff
 
     def to_dict(self) -> dict[str, float]:
+        """``count``, ``top1_agreement``, ``max_logit_diff`` and ``relative_logit_diff``,
+        JSON-ready."""
         return {"count": self.count, "top1_agreement": self.top1_agreement,
                 "max_logit_diff": self.max_logit_diff,
                 "relative_logit_diff": self.relative_logit_diff}  # fmt: skip

@@ -19,6 +19,7 @@ from typing import Any
 __all__ = ["PRETRAINED_FILE", "default_tag", "pretrained_config", "weight_tags"]
 
 PRETRAINED_FILE = Path(__file__).with_name("pretrained.json")
+"""The installed ``pretrained.json`` (package data) the functions here read."""
 # The DataConfig fields of a timm pretrained_cfg.
 _FIELDS = ("input_size", "crop_pct", "interpolation", "mean", "std", "test_input_size",
            "test_crop_pct")  # fmt: skip

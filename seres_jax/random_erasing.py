@@ -59,9 +59,11 @@ __all__ = [
     "random_erasing",
 ]
 
-# timm's number of tries per box before it gives that box up.
 ATTEMPTS = 10
+"""timm's number of tries per box before it gives that box up."""
 MODES = ("const", "rand", "pixel")
+"""timm's ``--remode`` values, what ``RandomErasing.mode`` fills a box with: 0 (the mean),
+one standard normal per channel, or one per pixel and channel."""
 
 
 @dataclass(frozen=True)

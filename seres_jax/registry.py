@@ -65,6 +65,7 @@ class ModelSpec:
 
     @property
     def flax_cls(self) -> type[nn.Module]:
+        """The Flax linen class (imported on first use)."""
         return pkgutil.resolve_name(self.flax_path)
 
     @property
@@ -74,6 +75,7 @@ class ModelSpec:
 
     @property
     def nnx_cls(self) -> type[nnx.Module]:
+        """The Flax NNX class (imported on first use)."""
         return pkgutil.resolve_name(self.nnx_path)
 
     @property
@@ -118,6 +120,9 @@ MODELS: dict[str, ModelSpec] = {
         for name, defaults in LEGACY_ZOO.items()
     },
 }
+"""Every architecture an architecture string may name: the notebook's tiny models, timm's
+SE and ECA ResNets (``seres_jax.resnet.ZOO``) and its legacy SENets
+(``seres_jax.senet.LEGACY_ZOO``), by timm's names."""
 
 
 def _parse_value(text: str) -> Any:

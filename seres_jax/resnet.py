@@ -120,7 +120,6 @@ _PRUNED_101D = (
     (512, 512, 2042),
     (512, 502, 2042),
 )
-# Each zoo model's constructor arguments: timm's, with its block_args' attn_layer as attn.
 ZOO: dict[str, dict[str, Any]] = {
     "seresnet18": dict(block="basic", layers=(2, 2, 2, 2)),
     "seresnet34": dict(block="basic", layers=(3, 4, 6, 3)),
@@ -164,14 +163,19 @@ ZOO: dict[str, dict[str, Any]] = {
     "ecaresnext26t_32x4d": dict(_X, layers=(2, 2, 2, 2), base_width=4, attn="eca", **_T),
     "ecaresnext50t_32x4d": dict(_X, layers=(3, 4, 6, 3), base_width=4, attn="eca", **_T),
 }  # fmt: skip
+"""timm's SE and ECA ResNets by timm's name: each one's ``SEResNet`` arguments, timm's own
+(its ``block_args``' ``attn_layer`` as ``attn``); ``create_model`` builds them."""
 
 # timm's convolutions: PyTorch's geometry, He-normal over fan-out.
 _conv = partial(conv2d, kernel_init=HE_NORMAL)
 
 
 STEM_TYPES = ("", "deep", "deep_tiered")
-# timm's anti-aliasing layers by create_aa's names: "avg" is its aa_layer=nn.AvgPool2d.
+"""timm's ``stem_type`` values: ``""`` a 7×7 convolution, ``"deep"`` three 3×3 ones,
+``"deep_tiered"`` three 3×3 ones with a narrower first (the "d" and "t" models)."""
 AA_LAYERS = ("avg",)
+"""timm's anti-aliasing layers by ``create_aa``'s names (``aa_layer``): ``"avg"`` is its
+``aa_layer=nn.AvgPool2d``."""
 
 
 def avg_pool_ceil(x: jax.Array) -> jax.Array:
@@ -334,6 +338,7 @@ class Bottleneck(_Block):
 
 
 BLOCKS: dict[str, type[_Block]] = {"basic": BasicBlock, "bottleneck": Bottleneck}
+"""The block classes ``SEResNet``'s ``block`` may name."""
 
 
 def _stem_widths(stem_type: str, stem_width: int) -> tuple[int, int, int]:

@@ -65,7 +65,6 @@ __all__ = [
     "tanh_lr",
 ]
 
-# timm's names (``create_scheduler_v2``'s ``sched``) in its order, but for ``wsd``/``rsqrt``.
 SCHEDULER_NAMES: tuple[str, ...] = (
     "cosine",
     "tanh",
@@ -76,6 +75,8 @@ SCHEDULER_NAMES: tuple[str, ...] = (
     "poly",
     "none",
 )
+"""The ``sched`` names ``create_scheduler`` takes: timm's (``create_scheduler_v2``'s, its
+``--sched``) in its order, but for ``wsd`` and ``rsqrt``."""
 _CYCLIC = ("cosine", "tanh", "poly")  # timm's schedulers with ``get_cycle_length``
 _MAX_T = 2**30  # largest scheduler time evaluated; a schedule holds its value beyond
 _MAX_TABLE = 2**24  # most values one schedule tabulates (64 MiB of float32)
@@ -719,6 +720,7 @@ class PlateauLR:
         return dict(self._state)
 
     def load_state_dict(self, state: Mapping[str, float | int]) -> None:
+        """Take up a ``state_dict`` (a checkpoint's); ``ValueError`` if a key is missing."""
         missing = set(self._state) - set(state)
         if missing:
             raise ValueError(f"plateau state lacks {sorted(missing)}")
@@ -751,6 +753,7 @@ class LRSchedule:
 
     @property
     def total_updates(self) -> int:
+        """The optimizer updates of the whole run, ``num_epochs`` of ``updates_per_epoch``."""
         return self.num_epochs * self.updates_per_epoch
 
     @property

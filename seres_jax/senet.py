@@ -53,6 +53,8 @@ LEGACY_ZOO: dict[str, dict[str, Any]] = {
         downsample_kernel_size=3, downsample_padding=1,
     ),
 }  # fmt: skip
+"""timm's ``legacy_*`` models (the SENet authors') by timm's name: each one's ``SENet``
+arguments; ``create_model`` builds them."""
 
 
 def max_pool_ceil(x: jax.Array) -> jax.Array:
@@ -154,6 +156,7 @@ class SEBottleneck(Bottleneck):
 
     @staticmethod
     def widths(planes: int, cardinality: int) -> tuple[int, int]:
+        """Output channels of ``conv1`` and ``conv2``: 2·planes and 4·planes."""
         return planes * 2, planes * 4
 
 
@@ -164,6 +167,7 @@ class SEResNetBottleneck(Bottleneck):
 
     @staticmethod
     def widths(planes: int, cardinality: int) -> tuple[int, int]:
+        """Output channels of ``conv1`` and ``conv2``: ``planes`` each."""
         return planes, planes
 
 
@@ -173,6 +177,8 @@ class SEResNeXtBottleneck(Bottleneck):
 
     @staticmethod
     def widths(planes: int, cardinality: int) -> tuple[int, int]:
+        """Output channels of ``conv1`` and ``conv2``: ``cardinality`` groups of
+        ``planes * 4 // 64`` each."""
         width = planes * 4 // 64 * cardinality
         return width, width
 
@@ -183,6 +189,7 @@ BLOCKS: dict[str, type[_Block]] = {
     "resnext": SEResNeXtBottleneck,
     "senet": SEBottleneck,
 }
+"""The block classes ``SENet``'s ``block`` may name."""
 
 
 class _Stem(nn.Module):

@@ -90,12 +90,22 @@ __all__ = [
     "write_artifact",
 ]
 
-MODEL_FILE, SPEC_FILE = "model.stablehlo", "model.json"
-FORMAT, FORMAT_VERSION = "seres-stablehlo", 1
-BATCH = "batch"  # the symbolic batch dimension's name
-# jax.export's platform names; `cpu` is always exported (the artifact is checked here).
+MODEL_FILE = "model.stablehlo"
+"""The artifact's serialised program: ``jax.export.Exported.serialize()``'s bytes."""
+SPEC_FILE = "model.json"
+"""The artifact's description, ``ArtifactSpec`` as JSON."""
+FORMAT = "seres-stablehlo"
+"""The ``format`` a ``model.json`` declares; a reader refuses any other."""
+FORMAT_VERSION = 1
+"""The version of the artifact's layout written into ``model.json``; a reader takes any up to
+its own and refuses a newer one."""
+BATCH = "batch"
+"""The name of the symbolic batch dimension, in the exported program and in ``model.json``."""
 PLATFORMS = ("cpu", "cuda", "rocm", "tpu")
+"""The ``jax.export`` platforms an artifact may be lowered for; ``cpu`` is always among them,
+since the artifact is checked on the CPU before it is written."""
 DEFAULT_PLATFORMS = ("cpu", "cuda", "tpu")
+"""The platforms lowered for unless told otherwise (``seres export --platforms``)."""
 # The bytes written are checked against the model on the CPU within the fp32 parity gate
 # (seres_jax.parity.FP32_TOL.output); the same program on the same platform gives ~0.
 CHECK_GATE, CHECK_IMAGES = 1e-5, 2
@@ -231,6 +241,7 @@ class ArtifactSpec:
     notes: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
+        """``model.json``'s content (plain JSON types), as ``from_json`` reads it back."""
         height, width, channels = self.input_shape
         return {
             "format": FORMAT,

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 ACTIVATIONS = ("silu", "relu")
+"""The activations a model's ``act`` may name (``make_activation``)."""
 
 
 def count_params(module: nn.Module) -> int:
@@ -142,9 +143,10 @@ class ECABlock(nn.Module):
         return x * torch.sigmoid(w).view(x.shape[0], -1, 1, 1)
 
 
-# timm's ``create_attn`` vocabulary: attention name -> class built as ``cls(channels)``.
 ATTENTION_LAYERS: dict[str, type[nn.Module]] = {"se": SEModule, "eca": ECABlock}
+"""timm's ``create_attn`` vocabulary: attention name -> class built as ``cls(channels)``."""
 ATTENTIONS = (*ATTENTION_LAYERS, "none")
+"""What a model's ``attn`` may name: the ``ATTENTION_LAYERS`` and ``"none"`` (no attention)."""
 
 
 def create_attn(

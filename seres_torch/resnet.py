@@ -57,8 +57,11 @@ __all__ = [
 
 
 STEM_TYPES = ("", "deep", "deep_tiered")
-# timm's anti-aliasing layers by create_aa's names: "avg" is its aa_layer=nn.AvgPool2d.
+"""timm's ``stem_type`` values: ``""`` a 7×7 convolution, ``"deep"`` three 3×3 ones,
+``"deep_tiered"`` three 3×3 ones with a narrower first (the "d" and "t" models)."""
 AA_LAYERS = ("avg",)
+"""timm's anti-aliasing layers by ``create_aa``'s names (``aa_layer``): ``"avg"`` is its
+``aa_layer=nn.AvgPool2d``."""
 
 
 def _downsample(
@@ -163,6 +166,7 @@ class BasicBlock(nn.Module):
         self.drop_path = _drop_path(drop_path)
 
     def last_bn(self) -> nn.BatchNorm2d:
+        """The branch's last BatchNorm, whose scale ``zero_init_last`` zeroes."""
         return self.bn2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -216,6 +220,7 @@ class Bottleneck(nn.Module):
         self.drop_path = _drop_path(drop_path)
 
     def last_bn(self) -> nn.BatchNorm2d:
+        """The branch's last BatchNorm, whose scale ``zero_init_last`` zeroes."""
         return self.bn3
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -229,6 +234,7 @@ BLOCKS: dict[str, type[BasicBlock] | type[Bottleneck]] = {
     "basic": BasicBlock,
     "bottleneck": Bottleneck,
 }
+"""The block classes ``SEResNet``'s ``block`` may name."""
 
 
 def _stem_widths(stem_type: str, stem_width: int) -> tuple[int, int, int]:
@@ -423,7 +429,6 @@ _PRUNED_101D = (
     (512, 512, 2042),
     (512, 502, 2042),
 )
-# Each zoo model's constructor arguments: timm's, with its block_args' attn_layer as attn.
 ZOO: dict[str, dict[str, Any]] = {
     "seresnet18": dict(block="basic", layers=(2, 2, 2, 2)),
     "seresnet34": dict(block="basic", layers=(3, 4, 6, 3)),
@@ -467,6 +472,8 @@ ZOO: dict[str, dict[str, Any]] = {
     "ecaresnext26t_32x4d": dict(_X, layers=(2, 2, 2, 2), base_width=4, attn="eca", **_T),
     "ecaresnext50t_32x4d": dict(_X, layers=(3, 4, 6, 3), base_width=4, attn="eca", **_T),
 }  # fmt: skip
+"""timm's SE and ECA ResNets by timm's name: each one's ``SEResNet`` arguments, timm's own
+(its ``block_args``' ``attn_layer`` as ``attn``); ``create_model`` builds them."""
 
 
 def create_model(name: str, **overrides: object) -> SEResNet:

@@ -134,6 +134,7 @@ class SEBottleneck(Bottleneck):
 
     @staticmethod
     def widths(planes: int, cardinality: int) -> tuple[int, int]:
+        """Output channels of ``conv1`` and ``conv2``: 2·planes and 4·planes."""
         return planes * 2, planes * 4
 
 
@@ -144,6 +145,7 @@ class SEResNetBottleneck(Bottleneck):
 
     @staticmethod
     def widths(planes: int, cardinality: int) -> tuple[int, int]:
+        """Output channels of ``conv1`` and ``conv2``: ``planes`` each."""
         return planes, planes
 
 
@@ -153,6 +155,8 @@ class SEResNeXtBottleneck(Bottleneck):
 
     @staticmethod
     def widths(planes: int, cardinality: int) -> tuple[int, int]:
+        """Output channels of ``conv1`` and ``conv2``: ``cardinality`` groups of
+        ``planes * 4 // 64`` each."""
         width = planes * 4 // 64 * cardinality
         return width, width
 
@@ -163,6 +167,7 @@ BLOCKS: dict[str, type[SEResNetBlock] | type[Bottleneck]] = {
     "resnext": SEResNeXtBottleneck,
     "senet": SEBottleneck,
 }
+"""The block classes ``SENet``'s ``block`` may name."""
 
 
 def _stem(in_chans: int, inplanes: int, input_3x3: bool) -> nn.Sequential:
@@ -242,8 +247,6 @@ class SENet(nn.Module):
         return self.last_linear(x)
 
 
-# Each legacy model's constructor arguments (timm's senet.py; drop_rate 0.2 for all, timm's
-# default).
 LEGACY_ZOO: dict[str, dict] = {
     "legacy_seresnet18": dict(block="basic", layers=(2, 2, 2, 2)),
     "legacy_seresnet34": dict(block="basic", layers=(3, 4, 6, 3)),
@@ -258,6 +261,9 @@ LEGACY_ZOO: dict[str, dict] = {
         downsample_kernel_size=3, downsample_padding=1,
     ),
 }  # fmt: skip
+"""timm's ``legacy_*`` models (the SENet authors', timm's ``senet.py``) by timm's name: each
+one's ``SENet`` arguments (``drop_rate`` is timm's 0.2 for all); ``create_model`` builds
+them."""
 
 
 def create_model(name: str, **overrides: object) -> SENet:

@@ -22,7 +22,11 @@ __all__ = [
 ]
 
 CIFAR10_MEAN: tuple[float, float, float] = (0.4914, 0.4822, 0.4465)
+"""The per-channel (RGB) mean of CIFAR-10's training pixels on [0, 1], the usual constant:
+``load_cifar10`` normalises with it and ``CIFAR10_STD``."""
 CIFAR10_STD: tuple[float, float, float] = (0.2470, 0.2435, 0.2616)
+"""The per-channel (RGB) standard deviation of CIFAR-10's training pixels on [0, 1] (over all
+pixels, not the mean of per-image deviations); see ``CIFAR10_MEAN``."""
 
 _CIFAR_SUBDIR = "cifar-10-batches-bin"
 _CIFAR_TRAIN_FILES = tuple(f"data_batch_{i}.bin" for i in range(1, 6))

@@ -189,7 +189,11 @@ DATASETS: dict[str, DatasetSpec] = {
     "imagefolder": DatasetSpec(_imagefolder, channels=3, num_classes=None, augment=True),
     "arrayrecord": DatasetSpec(_arrayrecord, channels=3, num_classes=None, augment=True),
 }
+"""Every dataset a run can name (``TrainConfig.dataset``, ``seres train --dataset``), with
+its loader and defaults; ``imagefolder`` and ``arrayrecord`` read ``data_dir``, and take
+their classes from it."""
 DATASET_NAMES: tuple[str, ...] = tuple(DATASETS)
+"""The names of ``DATASETS``, in its order (what errors and ``--help`` list)."""
 
 
 def dataset_spec(name: str) -> DatasetSpec:

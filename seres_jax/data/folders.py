@@ -36,10 +36,11 @@ from .arrays import DataError
 
 __all__ = ["IMAGE_SUFFIXES", "BadFile", "ImageFolderSource", "find_classes", "image_problem"]
 
-# torchvision.datasets.folder.IMG_EXTENSIONS: the files an ImageFolder run trains on.
 IMAGE_SUFFIXES: tuple[str, ...] = (
     ".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp",
 )  # fmt: skip
+"""The file suffixes (any case) that make a file in an image folder a sample: torchvision's
+``IMG_EXTENSIONS``, so a folder holds the images an ``ImageFolder`` run trains on."""
 LAYOUT = "an image folder is ROOT/train/<class>/<image> and ROOT/val/<class>/<image>"
 # The PIL plugins tried on a file (JPEG's also opens MPO, a JPEG with extra frames as cameras
 # write them); not all of PIL's: some accept almost any bytes.

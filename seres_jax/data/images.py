@@ -50,8 +50,11 @@ __all__ = [
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
+"""ImageNet's per-channel (RGB) mean on [0, 1] (timm's ``IMAGENET_DEFAULT_MEAN``): the
+``DataConfig`` default, which most pretrained weights were trained with."""
 IMAGENET_STD = (0.229, 0.224, 0.225)
-# timm's interpolation names and the PIL filters torchvision maps them to.
+"""ImageNet's per-channel (RGB) standard deviation on [0, 1] (timm's
+``IMAGENET_DEFAULT_STD``); see ``IMAGENET_MEAN``."""
 INTERPOLATIONS: dict[str, Image.Resampling] = {
     "nearest": Image.Resampling.NEAREST,
     "bilinear": Image.Resampling.BILINEAR,
@@ -60,9 +63,10 @@ INTERPOLATIONS: dict[str, Image.Resampling] = {
     "hamming": Image.Resampling.HAMMING,
     "lanczos": Image.Resampling.LANCZOS,
 }
-# timm's training interpolation "random" (its default --train-interpolation): each image is
-# resized with one of these, drawn with equal odds (timm's _RANDOM_INTERPOLATION).
+"""timm's interpolation names, each with the PIL filter torchvision resizes with under it."""
 RANDOM_INTERPOLATIONS = ("bilinear", "bicubic")
+"""What timm's training interpolation ``"random"`` (its default ``--train-interpolation``)
+draws from, with equal odds per image (timm's ``_RANDOM_INTERPOLATION``)."""
 DEFAULT_SCALE = (0.08, 1.0)
 DEFAULT_RATIO = (3 / 4, 4 / 3)
 # What PIL raises on damaged or hostile input: its plugins use OSError (truncated data,
@@ -78,10 +82,10 @@ _DECODE_ERRORS = (
 )
 
 _Array = TypeVar("_Array")
-# An auto-augment policy (timm's RandAugment and kin) for ``train_crop``: the PIL image after
-# the flips and the image's generator in, the augmented image out; its draws come from the
-# generator, after the flips' and before the colour jitter's.
 AutoAugment: TypeAlias = Callable[[Image.Image, np.random.Generator], Image.Image]
+"""An auto-augment policy (timm's RandAugment and kin) for ``train_crop``: the PIL image after
+the flips and the image's generator in, the augmented image out; its draws come from the
+generator, after the flips' and before the colour jitter's."""
 
 
 def _resample(interpolation: str) -> Image.Resampling:
@@ -433,6 +437,8 @@ class EvalTransform(grain.MapTransform):
         self.size, self.crop_pct, self.interpolation = size, crop_pct, interpolation
 
     def map(self, element: dict[str, Any]) -> tuple[np.ndarray, np.int32]:
+        """One source element, decoded (``decode_rgb``: a ``DataError`` naming a bad file) and
+        ``eval_crop``'ed."""
         img = decode_rgb(element["image"], element["name"])
         pixels = eval_crop(img, self.size, self.crop_pct, self.interpolation)
         return pixels, np.int32(element["label"])
@@ -472,6 +478,8 @@ class TrainTransform(grain.RandomMapTransform):
     def random_map(
         self, element: dict[str, Any], rng: np.random.Generator
     ) -> tuple[np.ndarray, np.int32]:
+        """One source element, decoded (``decode_rgb``: a ``DataError`` naming a bad file) and
+        ``train_crop``'ed with this transform's options, drawing from ``rng``."""
         img = decode_rgb(element["image"], element["name"])
         pixels = train_crop(img, self.size, rng, **self.options)
         return pixels, np.int32(element["label"])

@@ -112,6 +112,8 @@ class PadCropFlip(grain.RandomMapTransform):
         self.pad = pad
 
     def random_map(self, element: tuple[np.ndarray, Any], rng: np.random.Generator) -> Any:
+        """One ``(HWC image, label)`` augmented with draws from ``rng``; the label passes
+        through."""
         image, label = element
         height, width = image.shape[:2]
         pad = self.pad

@@ -58,7 +58,11 @@ __all__ = [
 ]
 
 PACK_FORMAT = "seres-arrayrecord-v1"
+"""The ``format`` a pack's manifest declares: a reader refuses any other, and ``pack`` replaces
+only a directory declaring it. A new record layout gets a new version."""
 MANIFEST = "classes.json"
+"""The file in a pack's directory that lists its classes and, per split, its shards, record
+count and skipped images (see the module docstring)."""
 _SUFFIX = ".array_record"
 _SHARD_NAME = re.compile(r"[^./\\][^/\\]*\.array_record")
 _MAGIC = b"SRS1"

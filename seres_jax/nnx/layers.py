@@ -270,8 +270,8 @@ class ECABlock(nnx.Module):
         return x * nnx.sigmoid(w).reshape(x.shape[0], 1, 1, self.channels).astype(x.dtype)
 
 
-# The vocabulary of ``seres_jax.layers.ATTENTION_LAYERS``, as NNX modules.
 ATTENTION_LAYERS: dict[str, type[nnx.Module]] = {"se": SEModule, "eca": ECABlock}
+"""The vocabulary of ``seres_jax.layers.ATTENTION_LAYERS``, as NNX modules."""
 
 
 def create_attn(

@@ -165,6 +165,7 @@ class Bottleneck(_Block):
 
 
 BLOCKS: dict[str, type[_Block]] = {"basic": BasicBlock, "bottleneck": Bottleneck}
+"""The NNX block classes ``SEResNet``'s ``block`` may name (``seres_jax.resnet.BLOCKS``)."""
 
 
 class SEResNet(nnx.Module):

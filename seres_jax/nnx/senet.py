@@ -163,6 +163,7 @@ BLOCKS: dict[str, type[_Block]] = {
     "resnext": SEResNeXtBottleneck,
     "senet": SEBottleneck,
 }
+"""The NNX block classes ``SENet``'s ``block`` may name (``seres_jax.senet.BLOCKS``)."""
 
 
 class _Stem(nnx.Module):

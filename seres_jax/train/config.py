@@ -36,6 +36,8 @@ from ..scheduler import LRSchedule, create_scheduler, scale_lr
 from .errors import TrainingError
 
 PRECISIONS = {"fp32": None, "bf16": jnp.bfloat16}
+"""The ``precision`` names a run takes, each with the model's compute dtype (``None``: the
+inputs', float32); parameters, statistics and optimizer state stay float32 either way."""
 # timm's schedulers seres train steps.
 TIMM_SCHEDULES = ("cosine", "tanh", "poly", "step", "multistep", "constant", "plateau")
 # timm's --eval-metric: what the plateau scheduler watches (the EMA's, with an EMA).
@@ -44,12 +46,12 @@ ERASE_MODES = ("const", "rand", "pixel")
 EVAL_METRICS = {"top1": "val_acc", "top5": "val_acc5", "loss": "val_loss"}
 # The optimizers whose momentum (or beta1) torch's OneCycleLR cycles.
 _CYCLED = ("sgd", "momentum", "nesterov", "adamw")
-# The fields a resumed run may change without `override`: how long it runs, how often it logs
-# and saves, where the data lives and how many processes read it. Everything else (epochs too:
-# they shape the schedule) is the recipe.
 RESUMABLE_CHANGES = frozenset(
     {"max_steps", "log_every", "checkpoint_every", "keep", "data_dir", "workers"}
 )
+"""The ``TrainConfig`` fields a resumed run may change without ``override``: how long it runs,
+how often it logs and saves, where the data lives and how many processes read it. Everything
+else (epochs too: they shape the schedule) is the recipe."""
 
 
 @dataclass(frozen=True)

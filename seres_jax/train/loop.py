@@ -192,10 +192,12 @@ def _first_image(splits: Splits, source: Any) -> Any:
     return element[0]
 
 
-# ``default_eval_batch_size``'s bound on the CPU's eval activations, and their estimate per
-# input value (see there).
 EVAL_ACTIVATION_BOUND = 2**30
+"""``default_eval_batch_size``'s bound, in bytes, on a CPU batch's eval activations (see
+there)."""
 EVAL_BYTES_PER_INPUT_VALUE = 352
+"""``default_eval_batch_size``'s estimate of the eval activations' bytes per input value, the
+worst of the registered models' (see there)."""
 ACCELERATOR_EVAL_BATCH = 256
 
 

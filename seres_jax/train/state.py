@@ -68,6 +68,7 @@ class TrainState(flax.struct.PyTreeNode):
 
     @property
     def variables(self) -> dict[str, Any]:
+        """``params`` and ``batch_stats``, as the model's ``apply`` takes them."""
         return {"params": self.params, "batch_stats": self.batch_stats}
 
     @property

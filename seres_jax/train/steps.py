@@ -12,8 +12,9 @@ device mesh (``make_mesh``) and the steps jitted for it (``compile_steps``).
   computes BatchNorm's mean and variance over the *global* batch (it inserts the
   cross-device reductions), which is what PyTorch's ``SyncBatchNorm`` does: the trajectory
   does not depend on the number of devices. Multi-host: call ``initialize_distributed()``
-  first on every host (see the README for a TPU pod slice); each process then reads its own
-  share of the records and feeds its part of every global batch (``seres_jax.data.pipeline``).
+  first on every host (docs/guides/training.md shows a TPU pod slice); each process then reads
+  its own share of the records and feeds its part of every global batch
+  (``seres_jax.data.pipeline``).
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ from .config import TrainConfig
 from .state import TrainState
 
 DATA_AXIS = "data"
+"""The name of the device mesh's one axis (``make_mesh``): batches are sharded along it, the
+training state is replicated."""
 
 
 def batch_metrics(

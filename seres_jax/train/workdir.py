@@ -28,10 +28,20 @@ from ..formats import atomic_path
 from .config import RESUMABLE_CHANGES, TrainConfig
 from .errors import TrainingError
 
-CHECKPOINT_DIR, METRICS_FILE, CURVES_FILE = "checkpoints", "metrics.jsonl", "curves.png"
-CONFIG_FILE, TENSORBOARD_DIR = "config.json", "tensorboard"
-# What a run writes in its workdir.
+CHECKPOINT_DIR = "checkpoints"
+"""The run's checkpoints: the root of its orbax ``CheckpointManager`` (a directory per step)."""
+METRICS_FILE = "metrics.jsonl"
+"""The run's history, one JSON record per epoch, rewritten atomically (``read_metrics``)."""
+CURVES_FILE = "curves.png"
+"""The loss and accuracy curves the command line plots from ``METRICS_FILE``."""
+CONFIG_FILE = "config.json"
+"""The run described (see the module docstring), written before the first step; what a resume
+is checked against and ``find_run_config`` reads."""
+TENSORBOARD_DIR = "tensorboard"
+"""The run's TensorBoard event files (``seres_jax.train.tensorboard``)."""
 RUN_FILES = (CHECKPOINT_DIR, METRICS_FILE, CURVES_FILE, CONFIG_FILE, TENSORBOARD_DIR)
+"""What a run writes in its work directory: a directory holding any of them holds a run, which
+``fit`` continues or deletes (these, and nothing else) only when told to."""
 
 
 logger = logging.getLogger(__name__)
