@@ -371,7 +371,7 @@ def test_ci_summary_is_a_recorded_green_run():
     summary = load()
     assert summary["main"]["failed"] == 0 and summary["torch_free"]["failed"] == 0
     assert summary["main"]["passed"] > 1000 and summary["torch_free"]["passed"] > 260
-    assert {"fp32", "bf16"} <= set(summary["worst"])
+    assert "fp32" in summary["worst"] and any(k.startswith("bf16") for k in summary["worst"])
     if (ROOT / ".git").exists():
         known = subprocess.run(["git", "-C", str(ROOT), "cat-file", "-e",
                                 f"{summary['commit']}^{{commit}}"], check=False)  # fmt: skip

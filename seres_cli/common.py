@@ -67,7 +67,8 @@ def _add_image_arguments(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--image-size", type=_int_at_least(1), help="default: the model's (timm's)")
     p.add_argument("--crop-pct", type=float, help="eval: resize to size / crop-pct, centre crop")
-    p.add_argument("--interpolation", choices=sorted(INTERPOLATIONS))
+    p.add_argument("--interpolation", choices=sorted(INTERPOLATIONS),
+                   help="resize filter (default: the model's (timm's))")  # fmt: skip
     p.add_argument("--workers", type=_int_at_least(0), default=0,
                    help="grain worker processes decoding images (0: threads)")  # fmt: skip
     p.add_argument("--skip-bad-images", action="store_true",

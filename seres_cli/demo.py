@@ -28,9 +28,22 @@ def add_arguments(sub: Subcommands) -> None:
     demo.add_argument(
         "--overwrite", action="store_true", help="replace an earlier demo run in --workdir"
     )
-    demo.add_argument("--epochs", type=_int_at_least(1), default=15)
-    demo.add_argument("--seed", type=_int_at_least(0), default=0)
-    demo.add_argument("--no-progress", dest="progress", action="store_false")
+    demo.add_argument(
+        "--epochs", type=_int_at_least(1), default=15, help="epochs to train (default: %(default)s)"
+    )
+    demo.add_argument(
+        "--seed",
+        type=_int_at_least(0),
+        default=0,
+        help="seed of the digits split, the initialisation and the data order "
+        "(default: %(default)s)",
+    )
+    demo.add_argument(
+        "--no-progress",
+        dest="progress",
+        action="store_false",
+        help="no progress bar (the per-epoch lines still print)",
+    )
     _add_compile_cache(demo)
 
 

@@ -33,7 +33,9 @@ def add_arguments(sub: Subcommands) -> None:
     evaluate.add_argument("--arch", help="default: the work directory's config.json")
     evaluate.add_argument("--dataset", help="default: the run's, else digits (needed with hf-hub:)")
     evaluate.add_argument("--data-dir", help="default: the run's")
-    evaluate.add_argument("--split", choices=("val", "train"), default="val")
+    evaluate.add_argument("--split", choices=("val", "train"), default="val",
+                          help="the split to evaluate: val is the held-out one (digits' and "
+                          "cifar10's test split; default: %(default)s)")  # fmt: skip
     evaluate.add_argument(
         "--batch-size", type=_int_at_least(1),
         help="images per batch, a multiple of the device count; the last batch runs at its "
@@ -46,7 +48,8 @@ def add_arguments(sub: Subcommands) -> None:
                           help="also run seres_torch on the same batches and compare")  # fmt: skip
     evaluate.add_argument("--json", type=Path, help="also write the results as JSON here")
     evaluate.add_argument("--force", action="store_true", help="replace an existing --json file")
-    evaluate.add_argument("--no-progress", dest="progress", action="store_false")
+    evaluate.add_argument("--no-progress", dest="progress", action="store_false",
+                          help="no progress bar")  # fmt: skip
     _add_compile_cache(evaluate)
 
 

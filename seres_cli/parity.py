@@ -20,9 +20,13 @@ def add_arguments(sub: Subcommands) -> None:
     parity.add_argument("--device", choices=("cpu", "gpu", "tpu"), help="JAX platform")
     parity.add_argument("--json", type=Path, help="also write the report as JSON here")
     parity.add_argument("--force", action="store_true", help="replace an existing --json file")
-    parity.add_argument("--batch-size", type=_int_at_least(1), default=4)
-    parity.add_argument("--image-size", type=_int_at_least(1), default=32)
-    parity.add_argument("--seed", type=_int_at_least(0), default=0)
+    parity.add_argument("--batch-size", type=_int_at_least(1), default=4,
+                        help="images in the random input batch (default: %(default)s)")  # fmt: skip
+    parity.add_argument("--image-size", type=_int_at_least(1), default=32,
+                        help="height and width of the input (default: %(default)s)")  # fmt: skip
+    parity.add_argument("--seed", type=_int_at_least(0), default=0,
+                        help="seed of the random input and, without CHECKPOINT, of the weights "
+                        "and BatchNorm statistics (default: %(default)s)")  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:

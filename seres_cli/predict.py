@@ -77,7 +77,7 @@ def add_arguments(sub: Subcommands) -> None:
         action="store_true",
         help="also run seres_torch on the same batches and report the agreement",
     )
-    p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     _add_compile_cache(p)
 
 

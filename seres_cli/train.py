@@ -55,7 +55,13 @@ def add_arguments(sub: Subcommands) -> None:
         "and val/ class directories; arrayrecord: `seres data pack`'s OUT_DIR",
     )
     _add_image_arguments(p)
-    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument(
+        "--epochs",
+        type=int,
+        default=d.epochs,
+        help="epochs to train, or of a cyclic --sched's first cycle; default %(default)s "
+        "(timm's: 300)",
+    )
     p.add_argument(
         "-b",
         "--batch-size",
@@ -93,14 +99,29 @@ def add_arguments(sub: Subcommands) -> None:
         type=float,
         help="without --lr: lr = lr-base x batch / lr-base-size (timm's rule)",
     )
-    p.add_argument("--lr-base-size", type=int, default=d.lr_base_size)
+    p.add_argument(
+        "--lr-base-size",
+        type=int,
+        default=d.lr_base_size,
+        help="the batch size --lr-base is for (default: %(default)s)",
+    )
     p.add_argument(
         "--lr-base-scale",
         choices=("linear", "sqrt"),
         help="default: sqrt for adam*/lamb, linear otherwise (timm's)",
     )
-    p.add_argument("--momentum", type=float, default=d.momentum)
-    p.add_argument("--no-nesterov", dest="nesterov", action="store_false")
+    p.add_argument(
+        "--momentum",
+        type=float,
+        default=d.momentum,
+        help="momentum of --opt sgd, momentum, nesterov, lars, rmsproptf (default: %(default)s)",
+    )
+    p.add_argument(
+        "--no-nesterov",
+        dest="nesterov",
+        action="store_false",
+        help="--opt sgd with plain momentum, as --opt momentum (timm's sgd is Nesterov's)",
+    )
     p.add_argument(
         "--weight-decay",
         type=float,
@@ -160,7 +181,13 @@ def add_arguments(sub: Subcommands) -> None:
         choices=sorted(PRECISIONS),
         help="bf16: bfloat16 compute, float32 parameters and optimizer state",
     )
-    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=d.seed,
+        help="seed of everything random: initialisation, data order, augmentation, dropout, "
+        "the digits split; default %(default)s (timm's: 42)",
+    )
     p.add_argument("--workdir", type=Path, help="checkpoints, metrics.jsonl, curves.png")
     p.add_argument(
         "--checkpoint-every", type=int, default=d.checkpoint_every, help="steps (0: at the end)"
@@ -195,7 +222,12 @@ def add_arguments(sub: Subcommands) -> None:
         help="with --resume: accept a model, dataset or recipe other than the run's config.json "
         "(recorded there)",
     )
-    p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.add_argument(
+        "--no-progress",
+        dest="progress",
+        action="store_false",
+        help="no progress bar (the per-epoch lines still print)",
+    )
     p.add_argument(
         "--log-tensorboard",
         action=argparse.BooleanOptionalAction,
@@ -284,8 +316,20 @@ def _add_sched_arguments(p: argparse.ArgumentParser, d: Any) -> None:
         action="store_true",
         help="step --sched after every update instead of every epoch",
     )
-    p.add_argument("--warmup-lr", type=float, default=d.warmup_lr)
-    p.add_argument("--min-lr", type=float, default=d.min_lr)
+    p.add_argument(
+        "--warmup-lr",
+        type=float,
+        default=d.warmup_lr,
+        help="--sched's lr at the start of --warmup-epochs, rising linearly to --lr "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--min-lr",
+        type=float,
+        default=d.min_lr,
+        help="--sched's lowest lr: cosine/tanh/poly end and cool down at it, plateau decays "
+        "no lower (default: %(default)s)",
+    )
     p.add_argument(
         "--warmup-prefix",
         action="store_true",
@@ -297,14 +341,63 @@ def _add_sched_arguments(p: argparse.ArgumentParser, d: Any) -> None:
         default=d.cooldown_epochs,
         help="epochs at --min-lr after a cyclic schedule (added to --epochs)",
     )
-    p.add_argument("--decay-epochs", type=float, default=d.decay_epochs)
-    p.add_argument("--decay-rate", "--dr", type=float, default=d.decay_rate)
-    p.add_argument("--decay-milestones", type=int, nargs="+", default=list(d.decay_milestones))
-    p.add_argument("--lr-cycle-mul", type=float, default=d.lr_cycle_mul)
-    p.add_argument("--lr-cycle-decay", type=float, default=d.lr_cycle_decay)
-    p.add_argument("--lr-cycle-limit", type=_int_at_least(1), default=d.lr_cycle_limit)
-    p.add_argument("--lr-k-decay", type=float, default=d.lr_k_decay)
-    p.add_argument("--patience-epochs", type=_int_at_least(0), default=d.patience_epochs)
+    p.add_argument(
+        "--decay-epochs",
+        type=float,
+        default=d.decay_epochs,
+        help="--sched step: epochs between decays of the lr by --decay-rate (default: %(default)s)",
+    )
+    p.add_argument(
+        "--decay-rate",
+        "--dr",
+        type=float,
+        default=d.decay_rate,
+        help="--sched step/multistep/plateau: the lr's factor at each decay; poly: the power "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--decay-milestones",
+        type=int,
+        nargs="+",
+        default=list(d.decay_milestones),
+        help="--sched multistep: the epochs (counted from 1) from which the lr is decayed "
+        "once more by --decay-rate (default: 90 180 270)",
+    )
+    p.add_argument(
+        "--lr-cycle-mul",
+        type=float,
+        default=d.lr_cycle_mul,
+        help="--sched cosine/tanh/poly: each cycle's length is the previous one's x this "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--lr-cycle-decay",
+        type=float,
+        default=d.lr_cycle_decay,
+        help="--sched cosine/tanh/poly: each cycle's peak lr is the previous one's x this "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--lr-cycle-limit",
+        type=_int_at_least(1),
+        default=d.lr_cycle_limit,
+        help="--sched cosine/tanh/poly: cycles to train, the first --epochs long (default: "
+        "%(default)s)",
+    )
+    p.add_argument(
+        "--lr-k-decay",
+        type=float,
+        default=d.lr_k_decay,
+        help="--sched cosine/poly: k-decay, the cycle's position t/T taken as t**k/T**k "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--patience-epochs",
+        type=_int_at_least(0),
+        default=d.patience_epochs,
+        help="--sched plateau: epochs without a better --eval-metric tolerated before the lr "
+        "decays by --decay-rate (default: %(default)s)",
+    )
     p.add_argument(
         "--eval-metric",
         choices=("top1", "top5", "loss"),
@@ -343,7 +436,12 @@ def _add_regularisation_arguments(p: argparse.ArgumentParser, d: Any) -> None:
         action="store_true",
         help="keep timm's ModelEmaV3 of the weights, evaluated each epoch; --export then writes it",
     )
-    p.add_argument("--model-ema-decay", type=float, default=d.model_ema_decay)
+    p.add_argument(
+        "--model-ema-decay",
+        type=float,
+        default=d.model_ema_decay,
+        help="--model-ema's decay per optimizer update (default: %(default)s)",
+    )
     p.add_argument(
         "--model-ema-warmup",
         action="store_true",
@@ -417,7 +515,12 @@ def _add_augmentation_arguments(p: argparse.ArgumentParser, d: Any) -> None:
         type=float,
         help="apply the jitter with this probability (default: always)",
     )
-    p.add_argument("--grayscale-prob", type=float, default=d.grayscale_prob)
+    p.add_argument(
+        "--grayscale-prob",
+        type=float,
+        default=d.grayscale_prob,
+        help="probability of turning a training image greyscale (default: %(default)s)",
+    )
     p.add_argument(
         "--aa",
         help="timm's RandAugment (e.g. rand-m9-mstd0.5-inc1) or AutoAugment "
@@ -444,8 +547,23 @@ def _add_augmentation_arguments(p: argparse.ArgumentParser, d: Any) -> None:
         help="repeated augmentation: each image N >= 1 times per epoch, spread over the "
         "processes (timm's RepeatAugSampler; default: off)",
     )
-    p.add_argument("--scale", type=float, nargs=2, default=list(d.scale), metavar=("LOW", "HIGH"))
-    p.add_argument("--ratio", type=float, nargs=2, default=list(d.ratio), metavar=("LOW", "HIGH"))
+    p.add_argument(
+        "--scale",
+        type=float,
+        nargs=2,
+        default=list(d.scale),
+        metavar=("LOW", "HIGH"),
+        help="RandomResizedCrop's range of the crop's share of the image area (default: 0.08 1.0)",
+    )
+    p.add_argument(
+        "--ratio",
+        type=float,
+        nargs=2,
+        default=list(d.ratio),
+        metavar=("LOW", "HIGH"),
+        help="RandomResizedCrop's range of the crop's aspect ratio, width / height "
+        "(default: 3/4 4/3)",
+    )
     p.add_argument("--hflip", type=float, default=d.hflip, help="horizontal flip probability")
     p.add_argument("--vflip", type=float, default=d.vflip, help="vertical flip probability")
     p.add_argument(
