@@ -65,10 +65,16 @@ def _add_image_arguments(p: argparse.ArgumentParser) -> None:
     how they are read."""
     from seres_jax.data import INTERPOLATIONS
 
-    p.add_argument("--image-size", type=_int_at_least(1), help="default: the model's (timm's)")
-    p.add_argument("--crop-pct", type=float, help="eval: resize to size / crop-pct, centre crop")
+    # A run evaluated or predicted from its work directory keeps the preprocessing it recorded.
+    default = "default: a run's recorded one, else the weights' pretrained config (timm's)"
+    p.add_argument("--image-size", type=_int_at_least(1), help=f"input side in pixels ({default})")
+    p.add_argument(
+        "--crop-pct",
+        type=float,
+        help=f"evaluation: resize to size / crop-pct, centre crop ({default})",
+    )
     p.add_argument("--interpolation", choices=sorted(INTERPOLATIONS),
-                   help="resize filter (default: the model's (timm's))")  # fmt: skip
+                   help=f"resize filter ({default})")  # fmt: skip
     p.add_argument("--workers", type=_int_at_least(0), default=0,
                    help="grain worker processes decoding images (0: threads)")  # fmt: skip
     p.add_argument("--skip-bad-images", action="store_true",

@@ -134,12 +134,19 @@ def add_arguments(sub: Subcommands) -> None:
         action="store_true",
         help="decay biases and BatchNorm parameters too (PyTorch's default)",
     )
-    p.add_argument("--schedule", default=d.schedule, help=f"one of {', '.join(SCHEDULE_NAMES)}")
+    p.add_argument(
+        "--schedule",
+        default=d.schedule,
+        help="seres' per-update schedule after warmup, torch.optim's (onecycle also cycles the "
+        f"momentum, replacing --momentum): one of {', '.join(SCHEDULE_NAMES)}; --sched replaces "
+        "it with timm's",
+    )
     p.add_argument(
         "--warmup-epochs",
         type=float,
         default=d.warmup_epochs,
-        help=f"default {d.warmup_epochs} (timm's: 5)",
+        help="epochs of linear warmup at the start of the run (a whole number with --sched, "
+        f"as timm's); default {d.warmup_epochs} (timm's: 5)",
     )
     _add_sched_arguments(p, d)
     p.add_argument(

@@ -40,9 +40,9 @@ PRECISIONS = {"fp32": None, "bf16": jnp.bfloat16}
 inputs', float32); parameters, statistics and optimizer state stay float32 either way."""
 # timm's schedulers seres train steps.
 TIMM_SCHEDULES = ("cosine", "tanh", "poly", "step", "multistep", "constant", "plateau")
-# timm's --eval-metric: what the plateau scheduler watches (the EMA's, with an EMA).
 # timm's --remode values.
 ERASE_MODES = ("const", "rand", "pixel")
+# timm's --eval-metric: what the plateau scheduler watches (the EMA's, with an EMA).
 EVAL_METRICS = {"top1": "val_acc", "top5": "val_acc5", "loss": "val_loss"}
 # The optimizers whose momentum (or beta1) torch's OneCycleLR cycles.
 _CYCLED = ("sgd", "momentum", "nesterov", "adamw")
