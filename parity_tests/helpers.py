@@ -252,6 +252,20 @@ def train_tiny(workdir: Path, *extra: str) -> int:
     ])  # fmt: skip
 
 
+def run_record(config: Any, arch: str) -> dict[str, Any]:
+    """``config.json`` as ``seres train`` writes it for the ``TrainConfig`` ``config``: the
+    resolved config (its lr, its augmentation decided), the architecture, the software, and the
+    preprocessing it trains and validates with; for tests that lay out a run without training."""
+    import dataclasses
+
+    options = config.data_options()
+    data = {"train": dataclasses.asdict(options.data_config),
+            "val": dataclasses.asdict(options.val_config or options.data_config)}  # fmt: skip
+    resolved = dataclasses.replace(config.resolved(), augment=config.augments)
+    return {"config": dataclasses.asdict(resolved), "arch": arch, "versions": {"seres": "x"},
+            "device_count": 1, "overrides": [], "data": data}  # fmt: skip
+
+
 def one_error_line(capsys: Any, code: int) -> str:
     """The one ``seres: error:`` line a refused command wrote (exit status 2)."""
     err = capsys.readouterr().err

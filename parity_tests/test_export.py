@@ -37,7 +37,7 @@ import pytest
 import yaml
 from flax.traverse_util import flatten_dict
 
-from parity_tests.helpers import one_error_line, snapshot
+from parity_tests.helpers import one_error_line, run_record, snapshot
 from parity_tests.photos import CLASS_NAMES, make_image_folder
 from seres_cli.export import train_command
 from seres_cli.main import main
@@ -270,16 +270,6 @@ def test_weights_of_another_architecture_are_refused(tmp_path):
 # --------------------------------------------------------------------------- runs
 
 
-def _run_record(config: TrainConfig) -> dict[str, Any]:
-    """A ``config.json`` as ``seres train`` writes it for ``config``: the resolved config (its lr,
-    its augmentation decided), the architecture, the software."""
-    import dataclasses
-
-    resolved = dataclasses.replace(config.resolved(), augment=config.augments)
-    return {"config": dataclasses.asdict(resolved), "arch": ARCH, "versions": {"seres": "x"},
-            "device_count": 1, "overrides": []}  # fmt: skip
-
-
 @pytest.fixture(scope="module")
 def laid_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``run/``, a work directory as ``seres train`` lays one out (``config.json``, an orbax
@@ -294,7 +284,7 @@ def laid_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run.mkdir()
     config = TrainConfig(model=MODEL, dataset="imagefolder", data_dir=str(folder), epochs=1,
                          batch_size=8, image_size=32)  # fmt: skip
-    (run / "config.json").write_text(json.dumps(_run_record(config), indent=2))
+    (run / "config.json").write_text(json.dumps(run_record(config, ARCH), indent=2))
     epoch = {"kind": "epoch", "epoch": 0, "step": 1, "train_loss": 1.1, "train_acc": 0.5,
              "val_loss": 1.25, "val_acc": 2 / 3, "val_acc5": 1.0}  # fmt: skip
     (run / "metrics.jsonl").write_text(json.dumps(epoch) + "\n")

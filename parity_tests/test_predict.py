@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import dataclasses
 import io
 import json
 import shutil
@@ -26,49 +25,19 @@ import jax
 import numpy as np
 import pytest
 
-from parity_tests.helpers import one_error_line, snapshot
+from parity_tests.helpers import one_error_line, run_record, snapshot
 from parity_tests.photos import CLASS_NAMES, make_image_folder
 from seres_cli.main import main
 from seres_cli.predict import _results_text
 from seres_jax.data import DataConfig, DataError, decode_rgb, eval_crop, normalize
 from seres_jax.parity import FP32_TOL, relative_error
 from seres_jax.predict import Agreement, find_images
-from seres_jax.registry import build_flax, variables_template
+from seres_jax.registry import build_flax, random_variables, variables_template
 from seres_jax.train import TrainConfig
 
 MODEL = "seresnet18:channels=8-16-32-64,layers=1-1-1-1"
 ARCH = f"{MODEL},num_classes=3"
 SIZE = 32
-
-
-def _he_variables(arch: str, seed: int = 0) -> Any:
-    """``arch``'s variables, seeded: kernels at He scale, BatchNorm near the identity (running
-    variance near 1), so activations keep their scale through the network."""
-    rng = np.random.default_rng(seed)
-
-    def fill(path: Any, spec: Any) -> np.ndarray:
-        name = str(path[-1].key)
-        if np.issubdtype(spec.dtype, np.integer):
-            return np.full(spec.shape, 7, spec.dtype)
-        if name == "kernel":
-            fan_in = int(np.prod(spec.shape[:-1]))
-            return (rng.standard_normal(spec.shape) * np.sqrt(2 / fan_in)).astype(spec.dtype)
-        if name in ("scale", "var"):
-            return (1 + 0.1 * rng.standard_normal(spec.shape)).astype(spec.dtype) ** 2
-        return (0.1 * rng.standard_normal(spec.shape)).astype(spec.dtype)
-
-    return jax.tree_util.tree_map_with_path(fill, variables_template(arch))
-
-
-def _record(config: TrainConfig, arch: str) -> dict[str, Any]:
-    """``config.json`` as ``seres train`` writes it (the resolved config, the architecture, the
-    preprocessing it trains and validates with)."""
-    options = config.data_options()
-    data = {"train": dataclasses.asdict(options.data_config),
-            "val": dataclasses.asdict(options.val_config or options.data_config)}  # fmt: skip
-    resolved = dataclasses.replace(config.resolved(), augment=config.augments)
-    return {"config": dataclasses.asdict(resolved), "arch": arch, "versions": {"seres": "x"},
-            "device_count": 1, "overrides": [], "data": data}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -84,8 +53,8 @@ def laid_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run.mkdir()
     config = TrainConfig(model=MODEL, dataset="imagefolder", data_dir=str(folder), epochs=1,
                          batch_size=8, image_size=SIZE)  # fmt: skip
-    (run / "config.json").write_text(json.dumps(_record(config, ARCH), indent=2))
-    variables = _he_variables(ARCH)
+    (run / "config.json").write_text(json.dumps(run_record(config, ARCH), indent=2))
+    variables = random_variables(ARCH)
     save_variables(variables, run / "checkpoints")
     save_state_dict(flax_to_state_dict(variables), root / "model.safetensors")
     return root
@@ -285,7 +254,7 @@ def _digits_run(root: Path) -> Path:
     run = root / "digits_run"
     run.mkdir()
     config = TrainConfig(model="seresnet_tiny", dataset="digits")
-    (run / "config.json").write_text(json.dumps(_record(config, "seresnet_tiny:in_ch=1")))
+    (run / "config.json").write_text(json.dumps(run_record(config, "seresnet_tiny:in_ch=1")))
     return run
 
 

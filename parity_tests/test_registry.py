@@ -18,7 +18,14 @@ from seres_jax import nnx as snnx
 from seres_jax.convert import flax_to_torch, torch_to_flax
 from seres_jax.layers import count_params
 from seres_jax.parity import compare_modules, randomize_batchnorm
-from seres_jax.registry import MODELS, build_flax, build_torch, model_config, variables_template
+from seres_jax.registry import (
+    MODELS,
+    build_flax,
+    build_torch,
+    model_config,
+    random_variables,
+    variables_template,
+)
 
 from .helpers import HAVE_TORCH, assert_parity, image_shape, reduced_arguments, reduced_case
 
@@ -162,3 +169,28 @@ def test_full_size_init_and_strict_round_trip(name):
     fresh.load_state_dict(flax_to_torch(torch_to_flax(model.state_dict(), template), fresh))
     for key, value in model.state_dict().items():
         assert torch.equal(fresh.state_dict()[key], value), key
+
+
+def test_random_variables_are_seeded_stand_ins_of_the_templates_shapes():
+    """Every leaf has the template's shape and dtype; one seed gives the same draw; kernels
+    are at He scale; BatchNorm variances are positive; the logits are finite and of a few
+    units, as the tests and benchmarks that lay out runs with them need."""
+    import numpy as np
+
+    arch = "seresnet_tiny:in_ch=1,base=8,n=1"
+    template, drawn = variables_template(arch), random_variables(arch, seed=3)
+    assert jax.tree.map(lambda t: (t.shape, t.dtype), template) == jax.tree.map(
+        lambda d: (d.shape, d.dtype), drawn
+    )
+    again, other = random_variables(arch, seed=3), random_variables(arch, seed=4)
+    assert all(jax.tree.leaves(jax.tree.map(np.array_equal, drawn, again)))
+    assert not all(jax.tree.leaves(jax.tree.map(np.array_equal, drawn, other)))
+    leaves = jax.tree_util.tree_flatten_with_path(drawn)[0]
+    kernels = [v for p, v in leaves if str(p[-1].key) == "kernel" and v.size >= 256]
+    assert kernels and all(
+        0.8 < k.std() * np.sqrt(np.prod(k.shape[:-1]) / 2) < 1.2 for k in kernels
+    )
+    variances = [v for p, v in leaves if str(p[-1].key) == "var"]
+    assert variances and all(float(v.min()) > 0 for v in variances)
+    logits = build_flax(arch).apply(drawn, np.ones((2, 8, 8, 1), np.float32))
+    assert np.isfinite(logits).all() and 0.1 < float(np.abs(logits).max()) < 100

@@ -24,12 +24,18 @@ import jax
 import numpy as np
 import pytest
 
-from parity_tests.helpers import one_error_line, reduced_arguments, run_json_script, snapshot
+from parity_tests.helpers import (
+    one_error_line,
+    reduced_arguments,
+    run_json_script,
+    run_record,
+    snapshot,
+)
 from parity_tests.photos import CLASS_NAMES, make_image_folder, photo
 from seres_cli.main import main
 from seres_jax.data import DataConfig, DataError, eval_crop, normalize
 from seres_jax.parity import FP32_TOL, relative_error
-from seres_jax.registry import build_flax, format_arch, variables_template
+from seres_jax.registry import build_flax, format_arch, random_variables
 from seres_jax.serving import (
     DEFAULT_PLATFORMS,
     MODEL_FILE,
@@ -72,34 +78,6 @@ print(json.dumps({"imported": loaded, "reports": reports}))
 """
 
 
-def _variables(arch: str, seed: int = 0) -> Any:
-    """``arch``'s variables, seeded, without compiling an initialisation: kernels at He scale,
-    positive running variances, so that the logits are finite and of order one."""
-    rng = np.random.default_rng(seed)
-
-    def fill(path: Any, spec: Any) -> np.ndarray:
-        name = jax.tree_util.keystr(path[-1:])
-        if "var" in name:
-            return rng.uniform(0.5, 1.5, spec.shape).astype(spec.dtype)
-        if "kernel" in name:
-            fan_in = int(np.prod(spec.shape[:-1]))
-            return (rng.standard_normal(spec.shape) * np.sqrt(2 / fan_in)).astype(spec.dtype)
-        if "scale" in name:
-            return rng.uniform(0.5, 1.5, spec.shape).astype(spec.dtype)
-        return (0.1 * rng.standard_normal(spec.shape)).astype(spec.dtype)
-
-    return jax.tree_util.tree_map_with_path(fill, variables_template(arch))
-
-
-def _record(config: TrainConfig, arch: str) -> dict[str, Any]:
-    """A ``config.json`` as ``seres train`` writes it for ``config``."""
-    import dataclasses
-
-    resolved = dataclasses.replace(config.resolved(), augment=config.augments)
-    return {"config": dataclasses.asdict(resolved), "arch": arch, "versions": {"seres": "x"},
-            "device_count": 1, "overrides": []}  # fmt: skip
-
-
 def _quiet_main(argv: list[str]) -> tuple[int, str]:
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
@@ -121,8 +99,8 @@ def laid_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run.mkdir()
     config = TrainConfig(model=MODEL, dataset="imagefolder", data_dir=str(folder), epochs=1,
                          batch_size=8, image_size=SIZE)  # fmt: skip
-    (run / "config.json").write_text(json.dumps(_record(config, ARCH), indent=2))
-    variables = _variables(ARCH)
+    (run / "config.json").write_text(json.dumps(run_record(config, ARCH), indent=2))
+    variables = random_variables(ARCH)
     save_variables(variables, run / "checkpoints")
     save_state_dict(flax_to_state_dict(variables), root / "model.safetensors")
     return root
@@ -236,7 +214,7 @@ def test_the_artifact_in_a_fresh_process_gives_the_models_logits(laid_out, artif
     }  # fmt: skip
     got, images = fresh["run"], fresh["images"]
     assert {n: v.shape for n, v in got.items()} == {n: (n, 3) for n in BATCHES}
-    _assert_model_logits(ARCH, _variables(ARCH), images, got)
+    _assert_model_logits(ARCH, random_variables(ARCH), images, got)
     # seres' loader runs the same module.
     loaded = load_artifact(out)
     assert relative_error(loaded(images[:7]), got[7]) <= 1e-6
@@ -320,7 +298,7 @@ def test_the_loader_names_the_shape_it_takes(artifact):
 
 
 def test_a_platform_jax_cannot_lower_is_left_out(monkeypatch):
-    fn = inference_function(ARCH, _variables(ARCH))
+    fn = inference_function(ARCH, random_variables(ARCH))
     lower = jax.export.export
 
     def no_tpu(fun: Any, *, platforms: Any, **kwargs: Any) -> Any:
@@ -347,7 +325,7 @@ def test_a_failed_check_writes_nothing(tmp_path, monkeypatch):
 
     monkeypatch.setattr(serving, "check_serialized", lambda *a, **k: 3e-3)
     with pytest.raises(ServingError, match=r"differ from .* by 0\.003 .* nothing written"):
-        export_stablehlo(_variables(ARCH), ARCH, tmp_path / "new" / "out",
+        export_stablehlo(random_variables(ARCH), ARCH, tmp_path / "new" / "out",
                          preprocessing=DataConfig(SIZE), platforms=("cpu",))  # fmt: skip
     assert list(tmp_path.iterdir()) == []
 
@@ -425,7 +403,7 @@ def test_other_sources_a_checkpoint_a_timm_directory_a_digits_run(laid_out, tmp_
     # A timm directory: its architecture, label names and preprocessing at its test size.
     timm_arch = "seresnet18:channels=8-16-32-64,layers=1-1-1-1,num_classes=3"
     timm_dir = tmp_path / "timm"
-    export_timm(_variables(timm_arch), timm_arch, timm_dir,
+    export_timm(random_variables(timm_arch), timm_arch, timm_dir,
                 data_config=DataConfig(32, 0.9, "bilinear", (0.5,) * 3, (0.25,) * 3),
                 val_config=DataConfig(40, 1.0, "bilinear", (0.5,) * 3, (0.25,) * 3),
                 label_names=["a", "b", "c"])  # fmt: skip
@@ -443,8 +421,8 @@ def test_other_sources_a_checkpoint_a_timm_directory_a_digits_run(laid_out, tmp_
     run = tmp_path / "digits"
     run.mkdir()
     config = TrainConfig(model="seresnet_tiny:base=8,n=1", dataset="digits")
-    (run / "config.json").write_text(json.dumps(_record(config, digits_arch)))
-    save_variables(_variables(digits_arch), run / "checkpoints")
+    (run / "config.json").write_text(json.dumps(run_record(config, digits_arch)))
+    save_variables(random_variables(digits_arch), run / "checkpoints")
     out = tmp_path / "from_digits"
     argv = ["export", str(run), str(out), "--format", "stablehlo", "--platforms", "cpu",
             "--no-check"]  # fmt: skip
@@ -459,7 +437,7 @@ def test_other_sources_a_checkpoint_a_timm_directory_a_digits_run(laid_out, tmp_
 @pytest.mark.slow
 def test_a_reduced_seresnet50_in_a_fresh_process(tmp_path):
     arch = format_arch("seresnet50", reduced_arguments("seresnet50"))
-    variables = _variables(arch, seed=1)
+    variables = random_variables(arch, seed=1)
     out = tmp_path / "r50"
     report = export_stablehlo(variables, arch, out, preprocessing=DataConfig(64))
     assert report.check_error is not None and report.check_error <= FP32_TOL.output

@@ -70,37 +70,13 @@ _SERES_LINE = re.compile(
 # --------------------------------------------------------------------------- children
 
 
-def _he_variables(arch: str, seed: int) -> Any:
-    """``arch``'s variables, seeded: kernels at He scale, BatchNorm near the identity, so the
-    logits are of a few units (and top-1 classes differ from image to image)."""
-    import jax
-    import numpy as np
-
-    from seres_jax.registry import variables_template
-
-    rng = np.random.default_rng(seed)
-
-    def fill(path: Any, spec: Any) -> Any:
-        name = str(path[-1].key)
-        if np.issubdtype(spec.dtype, np.integer):
-            return np.zeros(spec.shape, spec.dtype)
-        if name == "kernel":
-            fan_in = int(np.prod(spec.shape[:-1]))
-            return (rng.standard_normal(spec.shape) * np.sqrt(2 / fan_in)).astype(spec.dtype)
-        if name in ("scale", "var"):
-            return (1 + 0.1 * rng.standard_normal(spec.shape)).astype(spec.dtype) ** 2
-        return (0.1 * rng.standard_normal(spec.shape)).astype(spec.dtype)
-
-    return jax.tree_util.tree_map_with_path(fill, variables_template(arch))
-
-
 def _export_child(spec: dict[str, Any]) -> dict[str, Any]:
     """The random weights in timm's layout at ``spec["out"]``."""
     from seres_jax.export import export_timm
-    from seres_jax.registry import data_config
+    from seres_jax.registry import data_config, random_variables
 
     arch = spec["arch"]
-    export_timm(_he_variables(arch, spec["seed"]), arch, spec["out"],
+    export_timm(random_variables(arch, spec["seed"]), arch, spec["out"],
                 data_config=data_config(arch).for_eval())  # fmt: skip
     return {"out": spec["out"]}
 

@@ -199,4 +199,7 @@ def write_readme() -> bool:
 if __name__ == "__main__":
     if sys.argv[1:] != ["readme"]:
         raise SystemExit("usage: python -m docs.seres_docs.figures readme")
-    print("README.md: " + ("updated" if write_readme() else "already current"))
+    try:
+        print("README.md: " + ("updated" if write_readme() else "already current"))
+    except (OSError, ValueError) as err:
+        raise SystemExit(f"figures: {err}") from None
